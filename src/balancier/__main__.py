@@ -1,0 +1,3 @@
+from balancier.cli import main
+
+raise SystemExit(main())
