@@ -1,0 +1,496 @@
+"""Keywords of ``defaults``, ``frontend``, ``backend`` and ``listen`` sections (``option`` lines: options.py).
+
+Rules (HAProxy's cfgparse-listen.c and proxy.c, as documented in the specification):
+- A keyword that does not apply to the section's capabilities is ignored with HAProxy's warning (``'timeout
+  client' will be ignored because backend 'b' has no frontend capability``); ``bind``, ``server`` and
+  ``default-server`` where they cannot exist are alerts, as in HAProxy 2.6.
+- ``timeout X 0`` means "not set"; setting a timeout twice in one section warns ``overwriting 'timeout X' which
+  was already specified``.
+- Legacy keywords of the 1.3/1.4 era are accepted with a warning naming the modern form: ``clitimeout``,
+  ``srvtimeout``, ``contimeout``, ``redispatch``/``redisp``, ``timeout <number>`` (read as ``timeout connect``).
+- ``no``/``default`` prefixes work only for ``option ...`` and ``log``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from balancier.proxy.config.addresses import AddressError, parse_bind, parse_server
+from balancier.proxy.config.context import Ctx
+from balancier.proxy.config.drafts import ProxyDraft
+from balancier.proxy.config.keywords import BIND_OPTIONS, HTTP_CHECK_UNSUPPORTED, PROXY_UNSUPPORTED
+from balancier.proxy.config.logtargets import LogError, parse_log
+from balancier.proxy.config.model import (
+    Balance,
+    Bind,
+    CookieConfig,
+    HttpCheckExpect,
+    LogTarget,
+    ServerConfig,
+    Where,
+)
+from balancier.proxy.config.options import parse_option
+from balancier.proxy.config.servers import ServerError, parse_params
+from balancier.proxy.config.units import parse_time, parse_uint, time_message
+
+Handler = Callable[[Ctx, ProxyDraft, Where, list[str]], None]
+
+# timeout name -> (Timeouts field, capability)
+TIMEOUTS = {
+    "client": ("client", "fe"),
+    "client-fin": ("client_fin", "fe"),
+    "http-request": ("http_request", "both"),
+    "http-keep-alive": ("http_keep_alive", "both"),
+    "tarpit": ("tarpit", "both"),
+    "connect": ("connect", "be"),
+    "server": ("server", "be"),
+    "queue": ("queue", "be"),
+    "tunnel": ("tunnel", "be"),
+    "check": ("check", "be"),
+    "server-fin": ("server_fin", "be"),
+}
+_TIMEOUT_LIST = ("'timeout' supports 'client', 'server', 'connect', 'check', 'queue', 'http-keep-alive', "
+                 "'http-request', 'tunnel', 'tarpit', 'client-fin' and 'server-fin'")
+_ALGORITHMS = ("roundrobin", "static-rr", "leastconn", "first", "source")
+_HAPROXY_ALGORITHMS = ("uri", "url_param", "random", "hash")
+_LEGACY_TIMEOUTS = {"clitimeout": "client", "srvtimeout": "server", "contimeout": "connect"}
+
+
+def set_timeout(ctx: Ctx, px: ProxyDraft, where: Where, name: str, text: str) -> None:
+    field_name, cap = TIMEOUTS[name]
+    label = f"timeout {name}"
+    value, err, char = parse_time(text)
+    if err is not None:
+        ctx.report.alert(where, time_message(err, char, text, label))
+        return
+    if cap != "both" and not (px.has_fe if cap == "fe" else px.has_be):
+        missing = "frontend" if cap == "fe" else "backend"
+        ctx.report.warning(
+            where, f"'{label}' will be ignored because {px.type_str} '{px.name}' has no {missing} capability"
+        )
+        return
+    if field_name in px.set_here:
+        ctx.report.warning(where, f"overwriting '{label}' which was already specified")
+    px.set_here.add(field_name)
+    px.timeouts[field_name] = value or None
+
+
+def _timeout(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    name = args[1] if len(args) > 1 else ""
+    if name not in TIMEOUTS:
+        if parse_uint(name) is not None or (name and parse_time(name)[1] is None):
+            # 'timeout 5000' is invalid in every HAProxy version; the seed meant the connect timeout.
+            if not ctx.max_args(where, args, 2, "timeout"):
+                return
+            ctx.report.warning(where, f"'timeout {name}' read as 'timeout connect {name}' "
+                                      f"(legacy form; write 'timeout connect {name}')")
+            set_timeout(ctx, px, where, "connect", name)
+            return
+        if name in ("handshake", "client-hs"):
+            ctx.report.alert(where, f"unsupported keyword 'timeout {name}' in section '{px.kind}' "
+                                    "(not implemented by balancier)")
+            return
+        ctx.report.alert(where, f"{_TIMEOUT_LIST} (got '{name}')")
+        return
+    if not ctx.max_args(where, args, 3, f"timeout {name}"):
+        return
+    set_timeout(ctx, px, where, name, args[2] if len(args) > 2 else "")
+
+
+def _legacy_timeout(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    modern = _LEGACY_TIMEOUTS[args[0]]
+    if not ctx.max_args(where, args, 2):
+        return
+    value = args[1] if len(args) > 1 else ""
+    ctx.report.warning(where, f"'{args[0]} {value}' read as 'timeout {modern} {value}' (legacy keyword, removed "
+                              f"in HAProxy 2.1; write 'timeout {modern} {value}')")
+    set_timeout(ctx, px, where, modern, value)
+
+
+def _legacy_redispatch(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not ctx.max_args(where, args, 1):
+        return
+    ctx.report.warning(where, f"'{args[0]}' read as 'option redispatch' (legacy keyword, removed in HAProxy 2.1; "
+                              "write 'option redispatch')")
+    if ctx.need_cap(px, where, "be", "redispatch"):
+        px.values["redispatch"] = -1
+
+
+def _mode(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if len(args) < 2:
+        ctx.report.alert(where, "'mode' expects one of 'http' or 'tcp'.")
+        return
+    if not ctx.max_args(where, args, 2):
+        return
+    if args[1] == "health":
+        ctx.report.alert(where, "'mode health' doesn't exist anymore. Please use 'http-request return status 200' "
+                                "instead.")
+    elif args[1] in ("http", "tcp"):
+        px.values["mode"] = args[1]
+    else:
+        ctx.report.alert(where, f"unknown proxy mode '{args[1]}'.")
+
+
+def add_binds(ctx: Ctx, px: ProxyDraft, where: Where, text: str) -> None:
+    try:
+        for host, port in parse_bind(text, ctx.resolve):
+            px.binds.append(Bind(host=host, port=port, where=where))
+    except AddressError as exc:
+        ctx.report.alert(where, f"'bind {text}' : {exc}")
+
+
+def _bind(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if px.kind == "defaults":
+        ctx.report.alert(where, "'bind' not allowed in 'defaults' section.")
+        return
+    if not ctx.need_cap(px, where, "fe", "bind"):
+        return
+    if len(args) < 2:
+        ctx.report.alert(where, "'bind' expects {<path>|[addr1]:port1[-end1]}{,...} [param*] as arguments.")
+        return
+    if len(args) > 2:
+        opt = args[2]
+        if opt in BIND_OPTIONS:
+            ctx.report.alert(where, f"unsupported bind option '{opt}' on 'bind {args[1]}' "
+                                    "(not implemented by balancier)")
+        else:
+            ctx.report.alert(where, f"'bind {args[1]}' unknown keyword '{opt}'.")
+        return
+    add_binds(ctx, px, where, args[1])
+
+
+def _default_backend(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not ctx.need_cap(px, where, "fe", "default_backend"):
+        return
+    if len(args) < 2:
+        ctx.report.alert(where, "'default_backend' expects a backend name.")
+        return
+    if not ctx.max_args(where, args, 2):
+        return
+    px.values["default_backend"] = args[1]
+    px.explicit["default_backend"] = where
+
+
+def log_line(ctx: Ctx, where: Where, args: list[str], prefix: str | None,
+             current: tuple[LogTarget, ...], allow_global: bool) -> tuple[LogTarget, ...] | None:
+    """The new list of log targets after a ``log`` line, or None when the line is invalid."""
+    if prefix is not None:
+        if not ctx.max_args(where, args, 1, f"{prefix} log"):
+            return None
+        return ()
+    if len(args) >= 2 and args[1] == "global":
+        if not allow_global:
+            ctx.report.alert(where, "'log global' is only valid in a 'defaults', 'frontend', 'backend' or 'listen' "
+                                    "section.")
+            return None
+        if not ctx.max_args(where, args, 2, "log global"):
+            return None
+        return current + ctx.global_logs
+    try:
+        target = parse_log(args[1:], where, ctx.resolve)
+    except LogError as exc:
+        ctx.report.alert(where, str(exc))
+        return None
+    return current + (target,)
+
+
+def _http_check(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not ctx.need_cap(px, where, "be", "http-check"):
+        return
+    sub = args[1] if len(args) > 1 else ""
+    alerts = len(ctx.report.items)
+    _http_check_rule(ctx, px, where, args, sub)
+    if len(ctx.report.items) == alerts and "http-check" not in px.explicit:
+        px.explicit["http-check"] = where  # the first valid rule, for the "without option httpchk" warning
+        px.http_check_where = where
+
+
+def _http_check_rule(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str], sub: str) -> None:
+    if sub == "disable-on-404":
+        if ctx.max_args(where, args, 2, "http-check disable-on-404"):
+            px.disable_on_404 = True
+    elif sub == "send":
+        _http_check_send(ctx, px, where, args[2:])
+    elif sub == "expect":
+        _http_check_expect(ctx, px, where, args[2:])
+    elif sub in HTTP_CHECK_UNSUPPORTED or sub.startswith(("set-var", "unset-var")):
+        ctx.report.alert(where, f"unsupported keyword 'http-check {sub}' in section '{px.kind}' "
+                                "(not implemented by balancier)")
+    else:
+        ctx.report.alert(where, "'http-check' only supports 'disable-on-404', 'send' and 'expect' in balancier "
+                                f"(got '{sub}')")
+
+
+def _http_check_send(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    send: dict[str, Any] = {}
+    headers: list[tuple[str, str]] = []
+    names = {"meth": "method", "uri": "uri", "ver": "version", "body": "body"}
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word in ("uri-lf", "body-lf", "comment"):
+            ctx.report.alert(where, f"unsupported keyword 'http-check send {word}' in section '{px.kind}' "
+                                    "(not implemented by balancier)")
+            return
+        if word == "hdr":
+            if i + 2 >= len(args):
+                ctx.report.alert(where, "'http-check send' : 'hdr' expects <name> and <value> as arguments.")
+                return
+            headers.append((args[i + 1], args[i + 2]))
+            i += 3
+            continue
+        if word not in names:
+            ctx.report.alert(where, "'http-check send' : expects 'meth', 'uri', 'ver', 'hdr' or 'body' but got "
+                                    f"'{word}' as argument.")
+            return
+        if i + 1 >= len(args):
+            ctx.report.alert(where, f"'http-check send' : '{word}' expects a value as argument.")
+            return
+        send[names[word]] = args[i + 1]
+        i += 2
+    if headers:
+        send["headers"] = tuple(headers)
+    px.check_send = send
+
+
+def _http_check_expect(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    negate = bool(args) and args[0] == "!"
+    if negate:
+        args = args[1:]
+    kind = args[0] if args else ""
+    if kind in ("hdr", "fhdr", "string-lf", "min-recv", "comment", "ok-status", "error-status", "tout-status",
+                "on-success", "on-error", "status-code"):
+        ctx.report.alert(where, f"unsupported keyword 'http-check expect {kind}' in section '{px.kind}' "
+                                "(not implemented by balancier)")
+        return
+    if kind not in ("status", "rstatus", "string", "rstring"):
+        ctx.report.alert(where, "'http-check expect' : only supports '[!]status', '[!]rstatus', '[!]string' and "
+                                f"'[!]rstring' but got '{kind}' as argument.")
+        return
+    if len(args) < 2:
+        ctx.report.alert(where, f"'http-check expect' : '{kind}' expects a <pattern> as argument.")
+        return
+    if len(args) > 2:
+        ctx.report.alert(where, f"'http-check expect {kind}' cannot handle unexpected argument '{args[2]}'.")
+        return
+    if "expect" in px.set_here:
+        ctx.report.alert(where, "several 'http-check expect' rules in one section are not implemented by balancier")
+        return
+    px.set_here.add("expect")
+    px.check_expect = HttpCheckExpect(kind=kind, pattern=args[1], negate=negate)  # type: ignore[arg-type]
+
+
+def _http_reuse(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not ctx.need_cap(px, where, "be", "http-reuse"):
+        return
+    if len(args) < 2 or args[1] not in ("never", "safe", "aggressive", "always"):
+        ctx.report.alert(where, "'http-reuse' only supports 'never', 'safe', 'aggressive', 'always'.")
+        return
+    if ctx.max_args(where, args, 2):
+        px.values["http_reuse"] = args[1]
+
+
+def _counter(field_name: str, cap: str, hint: str = "", message: str = "") -> Handler:
+    def handler(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+        if not ctx.need_cap(px, where, cap, args[0], hint):
+            return
+        value = parse_uint(args[1]) if len(args) > 1 else None
+        if value is None:
+            ctx.report.alert(where, message or f"'{args[0]}' expects an integer argument.")
+            return
+        if ctx.max_args(where, args, 2):
+            px.values[field_name] = value
+
+    return handler
+
+
+def _balance(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not ctx.need_cap(px, where, "be", "balance"):
+        return
+    algo = args[1] if len(args) > 1 else ""
+    if algo in _ALGORITHMS:
+        if ctx.max_args(where, args, 2):
+            px.values["balance"] = Balance(algorithm=algo)  # type: ignore[arg-type]
+        return
+    if algo in _HAPROXY_ALGORITHMS or algo.startswith(("hdr(", "rdp-cookie", "random(", "url_param")):
+        ctx.report.alert(where, f"unsupported keyword 'balance {algo}' in section '{px.kind}' "
+                                "(not implemented by balancier)")
+        return
+    ctx.report.alert(where, "balance only supports 'roundrobin', 'static-rr', 'leastconn', 'source', 'uri', "
+                            "'url_param', 'hdr(name)' and 'rdp-cookie(name)' options.")
+
+
+_COOKIE_FLAGS = ("indirect", "nocache", "postonly", "preserve", "httponly", "secure")
+_COOKIE_OPTIONS = ("'cookie' supports 'rewrite', 'insert', 'prefix', 'indirect', 'nocache', 'postonly', 'domain', "
+                   "'maxidle', 'dynamic', 'maxlife' and 'attr' options.")
+
+
+def _cookie(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not ctx.need_cap(px, where, "be", "cookie"):
+        return
+    if len(args) < 2:
+        ctx.report.alert(where, "'cookie' expects <cookie_name> as argument.")
+        return
+    mode = "passive"
+    flags: dict[str, bool] = {}
+    domains: list[str] = []
+    attrs: list[str] = []
+    times: dict[str, int | None] = {"maxidle": None, "maxlife": None}
+    i = 2
+    while i < len(args):
+        word = args[i]
+        if word in ("rewrite", "insert", "prefix"):
+            if mode != "passive" and mode != word:
+                ctx.report.alert(where, "cookie 'rewrite', 'insert' and 'prefix' modes are incompatible.")
+                return
+            mode = word
+            i += 1
+        elif word in _COOKIE_FLAGS:
+            flags[word] = True
+            i += 1
+        elif word in ("domain", "attr", "maxidle", "maxlife"):
+            if i + 1 >= len(args):
+                ctx.report.alert(where, f"'cookie' : '{word}' expects a value as argument.")
+                return
+            value = args[i + 1]
+            if word == "domain":
+                domains.append(value)
+            elif word == "attr":
+                if any(c in value for c in ";\r\n") or not value:
+                    ctx.report.alert(where, f"'cookie' : 'attr' value '{value}' contains a forbidden character.")
+                    return
+                attrs.append(value)
+            else:
+                seconds, err, char = parse_time(value, unit="s")
+                if err is not None:
+                    ctx.report.alert(where, f"'cookie {word}' : invalid time value '{value}' ({err.value}"
+                                            f"{f' {char!r}' if char else ''}).")
+                    return
+                times[word] = seconds
+            i += 2
+        elif word == "dynamic":
+            ctx.report.alert(where, f"unsupported keyword 'cookie ... dynamic' in section '{px.kind}' "
+                                    "(not implemented by balancier)")
+            return
+        else:
+            ctx.report.alert(where, _COOKIE_OPTIONS)
+            return
+    px.values["cookie"] = CookieConfig(
+        name=args[1], mode=mode, domains=tuple(domains), attrs=tuple(attrs),  # type: ignore[arg-type]
+        maxidle=times["maxidle"], maxlife=times["maxlife"], where=where, **flags,
+    )
+    px.explicit["cookie"] = where
+
+
+def _server_section_ok(ctx: Ctx, px: ProxyDraft, where: Where, kw: str) -> bool:
+    if px.kind == "defaults" and kw == "server":
+        ctx.report.alert(where, "'server' not allowed in 'defaults' section.")
+        return False
+    if not px.has_be:
+        ctx.report.alert(where, f"'{kw}' not allowed because {px.type_str} '{px.name}' has no backend capability.")
+        return False
+    return True
+
+
+def _server(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not _server_section_ok(ctx, px, where, "server"):
+        return
+    if len(args) < 3:
+        ctx.report.alert(where, f"'server' expects <name> and <addr>[:<port>] as arguments (got {len(args) - 1}).")
+        return
+    name = args[1]
+    bad = next((c for c in name if not (c.isascii() and (c.isalnum() or c in "-_.:"))), None)
+    if bad is not None:
+        ctx.report.alert(where, f"character '{bad}' is not permitted in server name '{name}'.")
+        return
+    for other in px.servers:
+        if other.name == name:
+            ctx.report.alert(where, f"{px.type_str} '{px.name}', another server named '{name}' was already defined "
+                                    f"at line {other.where.line}, please use distinct names.")
+            return
+    label = f"'server {px.name}/{name}'"
+    try:
+        host, port = parse_server(args[2], ctx.resolve)
+    except AddressError as exc:
+        ctx.report.alert(where, f"{label} : {exc}")
+        return
+    try:
+        params = parse_params(args[3:], name, ctx.resolve)
+    except ServerError as exc:
+        ctx.report.alert(where, f"{label} : {exc}")
+        return
+    fields = {**px.default_server, **params}
+    server = ServerConfig(name=name, host=host, port=port, where=where, **fields)
+    if server.check and server.port is None and server.check_port is None:
+        ctx.report.alert(where, f"{px.type_str} '{px.name}': server '{name}' has neither service port nor check "
+                                "port.")
+        return
+    px.servers.append(server)
+
+
+def _default_server(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    if not _server_section_ok(ctx, px, where, "default-server"):
+        return
+    try:
+        params = parse_params(args[1:], "default-server", ctx.resolve, allow_cookie=False)
+    except ServerError as exc:
+        ctx.report.alert(where, f"'default-server' : {exc}")
+        return
+    px.default_server.update(params)
+
+
+KEYWORDS: dict[str, Handler] = {
+    "mode": _mode,
+    "bind": _bind,
+    "default_backend": _default_backend,
+    "timeout": _timeout,
+    "clitimeout": _legacy_timeout,
+    "srvtimeout": _legacy_timeout,
+    "contimeout": _legacy_timeout,
+    "redispatch": _legacy_redispatch,
+    "redisp": _legacy_redispatch,
+    "http-check": _http_check,
+    "http-reuse": _http_reuse,
+    "retries": _counter("retries", "be", message="'retries' expects an integer argument (dispatch counts for one)."),
+    "maxconn": _counter("maxconn", "fe", hint=" Maybe you want 'fullconn' instead ?"),
+    "fullconn": _counter("fullconn", "be", hint=" Maybe you want 'maxconn' instead ?"),
+    "balance": _balance,
+    "cookie": _cookie,
+    "server": _server,
+    "default-server": _default_server,
+}
+# Words offered by the "did you mean" hint (the legacy ones are not advertised).
+SUGGESTIONS = sorted([*(k for k in KEYWORDS if k not in ("clitimeout", "srvtimeout", "contimeout", "redispatch",
+                                                          "redisp")), "log", "option", "no"])
+
+
+def parse_proxy_line(ctx: Ctx, px: ProxyDraft, where: Where, words: list[str]) -> None:
+    prefix: str | None = None
+    args = words
+    if words[0] in ("no", "default") and len(words) > 1:
+        prefix, args = words[0], words[1:]
+    kw = args[0]
+    if kw == "option":
+        parse_option(ctx, px, where, args, prefix)
+        return
+    if kw == "log":
+        logs = log_line(ctx, where, args, prefix, px.values["logs"], allow_global=True)
+        if logs is not None:
+            px.values["logs"] = logs
+        return
+    if prefix is not None:
+        ctx.report.alert(where, "negation/default currently supported only for options, log, busy-polling, "
+                                "set-dumpable, strict-limits, insecure-fork-wanted and numa-cpu-mapping.")
+        return
+    handler = KEYWORDS.get(kw)
+    if handler is not None:
+        handler(ctx, px, where, args)
+        return
+    if kw in PROXY_UNSUPPORTED:
+        ctx.report.alert(where, f"unsupported keyword '{kw}' in section '{px.kind}' (not implemented by balancier)")
+        return
+    hint = difflib.get_close_matches(kw, SUGGESTIONS, n=1)
+    suffix = f"; did you mean '{hint[0]}'?" if hint else ""
+    ctx.report.alert(where, f"unknown keyword '{kw}' in '{px.kind}' section{suffix}")
