@@ -1,0 +1,254 @@
+"""The transition graph: from current state + placement to ordered actions with dependencies.
+
+Rules (Pacemaker's implicit orderings, spec cluster.md §2.5, §3.3, §3.4, §4.4):
+- A primitive stops on every node where it is active and not placed; a failed primitive that stays
+  is restarted in place (stop, then start); active on several nodes, multiple-active=stop_start
+  stops it everywhere and starts it on its node (stop_only: stops only; block: leaves it alone).
+- Restarts propagate: when a group member stops, every later member that stays must stop and start
+  again too; the same holds along Mandatory order constraints (first restarts -> then restarts).
+- Without quorum (freeze) or while waiting for the peer, nothing is started or restarted.
+- Orderings: every stop of a resource precedes its start; probes of a resource precede its start;
+  fencing precedes every start; a cleared fail count precedes the start on that node; a start
+  precedes its recurring monitors; group members start in order and stop in reverse; order
+  constraints (Mandatory, Optional, Serialize) put `then` starts after `first` starts and, when
+  symmetrical, `first` stops after `then` stops.
+- Ids are positions in a deterministic topological order: creation order (fence, probe,
+  clear_failcount, stop, start, monitor; units in configuration order) breaks ties.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from balancier.cluster.policy import Action, Prim, Unit, World
+from balancier.cluster.scores import format_duration_ms, format_score
+
+
+@dataclass
+class _Plan:
+    stops: list[str] = field(default_factory=list)
+    start: bool = False
+
+
+@dataclass
+class _Draft:
+    kind: str
+    resource: str | None
+    node: str
+    interval_ms: int = 0
+    timeout_ms: int = 20_000
+    after: set[int] = field(default_factory=set)  # draft indexes
+
+
+def _op_timeout(w: World, rid: str, name: str, interval_ms: int = 0) -> int:
+    r = w.conf.resource(rid)
+    op = r.op(name, interval_ms) if r is not None else None
+    return op.timeout_ms if op is not None else 20_000
+
+
+def _failure(w: World, p: Prim, node: str) -> str:
+    rs = w.cib.resource_status(p.id, node)
+    last = rs.last_call
+    if last is None:
+        return "it failed"
+    what = "probe" if last.is_probe else last.op
+    how = "timed out" if last.timed_out else f"failed (rc={last.rc})"
+    count = f", fail count {format_score(rs.fail_count)}" if rs.fail_count else ""
+    return f"its {what} {how}{count}"
+
+
+def _plan(w: World) -> dict[str, _Plan]:
+    plans: dict[str, _Plan] = {}
+    normal = w.mode == "normal"
+    for unit in w.units:
+        for p in unit.members:
+            plan = plans[p.id] = _Plan()
+            if not p.managed or p.blocked_on is not None:
+                continue
+            target = p.target
+            if len(p.active) > 1:
+                policy = w.conf.meta(p.id, "multiple-active") or "stop_start"
+                where = " and ".join(p.active)
+                if policy == "block":
+                    w.say(f"leaving {p.id} alone although it is active on {where} (multiple-active=block)")
+                    p.target = None
+                    continue
+                plan.stops = list(p.active)
+                if policy == "stop_only" or target is None or not normal:
+                    p.target = None
+                    w.say(f"{p.id} is active on {where}: stopping it everywhere (multiple-active={policy})")
+                else:
+                    plan.start = True
+                    w.say(f"{p.id} is active on {where}: stopping it everywhere, then starting it on "
+                          f"{target} (multiple-active=stop_start)")
+                continue
+            plan.stops = [n for n in p.active if n != target]
+            if target is None:
+                continue
+            if target in p.active:
+                if p.states.get(target) == "failed" and normal:
+                    plan.stops.append(target)
+                    plan.start = True
+                    w.say(f"restarting {p.id} on {target}: {_failure(w, p, target)}")
+            elif normal:
+                plan.start = True
+            else:
+                p.target = None
+    _propagate_restarts(w, plans)
+    return plans
+
+
+def _restart(w: World, plans: dict[str, _Plan], p: Prim, why: str) -> bool:
+    plan = plans[p.id]
+    t = p.target
+    if t is None or t not in p.active or t in plan.stops or not p.managed or p.blocked_on is not None:
+        return False
+    if w.mode != "normal":
+        return False
+    plan.stops.append(t)
+    plan.start = True
+    w.say(f"restarting {p.id} on {t}: {why}")
+    return True
+
+
+def _propagate_restarts(w: World, plans: dict[str, _Plan]) -> None:
+    for _ in range(len(w.prims) + 1):
+        changed = False
+        for unit in w.units:
+            for i, p in enumerate(unit.members):
+                if plans[p.id].stops:
+                    for later in unit.members[i + 1:]:
+                        changed |= _restart(w, plans, later, f"{p.id} restarts before it in {unit.id}")
+                    break
+        for o in w.conf.orders:
+            if o.kind != "Mandatory" or o.first not in w.unit_of or o.then not in w.unit_of:
+                continue
+            first, then = w.unit_of[o.first], w.unit_of[o.then]
+            if any(plans[m.id].stops for m in first.members):
+                for m in then.members:
+                    changed |= _restart(w, plans, m, f"{first.id} restarts before it ({o.id})")
+        if not changed:
+            return
+
+
+def build_actions(w: World) -> tuple[Action, ...]:
+    plans = _plan(w)
+    drafts: list[_Draft] = []
+
+    def new(d: _Draft) -> int:
+        drafts.append(d)
+        return len(drafts) - 1
+
+    fences = [new(_Draft("fence", None, n)) for n in w.fence]
+    probes: dict[str, list[int]] = {}
+    for rid, n in w.probes:
+        probes.setdefault(rid, []).append(new(_Draft("probe", rid, n, 0, _op_timeout(w, rid, "monitor", 0))))
+    clears: dict[tuple[str, str], int] = {}
+    for rid, n in w.clear:
+        clears[(rid, n)] = new(_Draft("clear_failcount", rid, n))
+    stops: dict[str, list[int]] = {}
+    for unit in w.units:
+        for p in reversed(unit.members):
+            for n in sorted(plans[p.id].stops, key=w.nodes.index):
+                stops.setdefault(p.id, []).append(new(_Draft("stop", p.id, n, 0, _op_timeout(w, p.id, "stop"))))
+    starts: dict[str, int] = {}
+    for unit in w.units:
+        for p in unit.members:
+            if plans[p.id].start and p.target is not None:
+                d = _Draft("start", p.id, p.target, 0, _op_timeout(w, p.id, "start"))
+                d.after.update(stops.get(p.id, ()), probes.get(p.id, ()), fences)
+                if (p.id, p.target) in clears:
+                    d.after.add(clears[(p.id, p.target)])
+                starts[p.id] = new(d)
+    for unit in w.units:
+        for p in unit.members:
+            r = w.conf.resource(p.id)
+            if p.target is None or r is None or not p.managed or p.blocked_on is not None:
+                continue
+            started = p.id in starts
+            running = p.states.get(p.target) == "started" and p.target in p.active
+            if not started and not running:
+                continue
+            rs = w.cib.resource_status(p.id, p.target)
+            for op in r.recurring_monitors:
+                if not started and rs.monitor_active(op.interval_ms):
+                    continue
+                d = _Draft("monitor", p.id, p.target, op.interval_ms, op.timeout_ms)
+                if started:
+                    d.after.add(starts[p.id])
+                else:
+                    w.say(f"monitoring {p.id} on {p.target} every {format_duration_ms(op.interval_ms)}: "
+                          f"no such monitor is active")
+                new(d)
+    _group_orderings(w, drafts, starts, stops)
+    _order_constraints(w, drafts, starts, stops)
+    return _sorted(drafts)
+
+
+def _group_orderings(w: World, drafts: list[_Draft], starts: dict[str, int], stops: dict[str, list[int]]) -> None:
+    for unit in w.units:
+        ms = unit.members
+        for a, b in zip(ms, ms[1:], strict=False):
+            if b.id in starts and a.id in starts:
+                drafts[starts[b.id]].after.add(starts[a.id])
+            for s in stops.get(a.id, ()):
+                drafts[s].after.update(stops.get(b.id, ()))
+
+
+def _heads(unit: Unit, starts: dict[str, int]) -> list[int]:
+    """Starts of the unit not already ordered after an earlier member's start."""
+    out = []
+    prev_started = False
+    for m in unit.members:
+        if m.id in starts and not prev_started:
+            out.append(starts[m.id])
+        prev_started = m.id in starts
+    return out
+
+
+def _order_constraints(w: World, drafts: list[_Draft], starts: dict[str, int],
+                       stops: dict[str, list[int]]) -> None:
+    for o in w.conf.orders:
+        if o.first not in w.unit_of or o.then not in w.unit_of:
+            continue
+        first, then = w.unit_of[o.first], w.unit_of[o.then]
+        first_starts = [starts[m.id] for m in first.members if m.id in starts]
+        for h in _heads(then, starts):
+            drafts[h].after.update(first_starts)
+        if o.symmetrical:
+            then_stops = [s for m in then.members for s in stops.get(m.id, ())]
+            for m in first.members:
+                for s in stops.get(m.id, ()):
+                    drafts[s].after.update(then_stops)
+
+
+def _sorted(drafts: list[_Draft]) -> tuple[Action, ...]:
+    """Kahn's algorithm, smallest creation index first: deterministic, inputs before dependents."""
+    indeg = [len(d.after) for d in drafts]
+    users: list[list[int]] = [[] for _ in drafts]
+    for i, d in enumerate(drafts):
+        for j in d.after:
+            users[j].append(i)
+    ready = [i for i, k in enumerate(indeg) if k == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            indeg[u] -= 1
+            if indeg[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(drafts):
+        # An order-constraint cycle: keep the creation order for what is left, without the cyclic inputs.
+        done = set(order)
+        order.extend(i for i in range(len(drafts)) if i not in done)
+    ident = {d: pos + 1 for pos, d in enumerate(order)}
+    out = []
+    for pos, i in enumerate(order):
+        d = drafts[i]
+        inputs = tuple(sorted(ident[j] for j in d.after if ident[j] < pos + 1))
+        out.append(Action(id=pos + 1, kind=d.kind, resource=d.resource, node=d.node,
+                          interval_ms=d.interval_ms, timeout_ms=d.timeout_ms, inputs=inputs))
+    return tuple(out)
