@@ -51,6 +51,73 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
                    help="start everything, send requests through the proxy, print what answered, stop")
 
 
+def _connection_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("-s", "--socket", metavar="SOCKET", help="the daemon's admin socket "
+                       "(default: /var/lib/balancier/admin.sock)")
+    where.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory (its admin.sock)")
+    where.add_argument("--url", metavar="URL", help="the daemon's HTTP API, e.g. http://127.0.0.1:7080")
+    p.add_argument("--token", metavar="TOKEN", help="API token for --url (default: $BALANCIER_TOKEN)")
+    p.add_argument("--user", metavar="USER", help="with --url: send HTTP basic USER:TOKEN instead of a bearer token")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS", help="give up after this long")
+
+
+def _admin_parsers(sub: argparse._SubParsersAction) -> None:
+    st = sub.add_parser("status", help="show the cluster's status (crm_mon -1 style)")
+    _connection_args(st)
+    st.add_argument("--json", action="store_true", help="print the status document as JSON")
+    st.add_argument("--watch", action="store_true", help="refresh until interrupted")
+    st.add_argument("--interval", type=float, default=2.0, metavar="SECONDS", help="refresh interval with --watch")
+    st.add_argument("--iterations", type=int, default=None, metavar="N", help="with --watch: stop after N refreshes")
+
+    res = sub.add_parser("resource", help="migrate, ban, clean up, start or stop a resource (through the DC)")
+    rsub = res.add_subparsers(dest="resource_command", required=True)
+    mig = rsub.add_parser("migrate", help="prefer NODE for RES (cli-prefer +INFINITY)")
+    mig.add_argument("resource", metavar="RES")
+    mig.add_argument("node", metavar="NODE")
+    mig.add_argument("--lifetime", metavar="DURATION", help="ISO-8601 duration (PT1H) after which it expires")
+    mig.add_argument("--force", action="store_true", help="even if RES already runs on NODE")
+    unm = rsub.add_parser("unmigrate", help="remove RES's cli-prefer and cli-ban constraints")
+    unm.add_argument("resource", metavar="RES")
+    ban = rsub.add_parser("ban", help="forbid RES on NODE (default: where it runs now)")
+    ban.add_argument("resource", metavar="RES")
+    ban.add_argument("node", metavar="NODE", nargs="?")
+    ban.add_argument("--lifetime", metavar="DURATION", help="ISO-8601 duration (PT1H) after which it expires")
+    cln = rsub.add_parser("cleanup", help="forget RES's failures and history (on NODE), so it is probed again")
+    cln.add_argument("resource", metavar="RES")
+    cln.add_argument("node", metavar="NODE", nargs="?")
+    for name, what in (("start", "target-role=Started"), ("stop", "target-role=Stopped")):
+        one = rsub.add_parser(name, help=f"set {what} on RES")
+        one.add_argument("resource", metavar="RES")
+    for p in (mig, unm, ban, cln, *(rsub.choices[n] for n in ("start", "stop"))):
+        _connection_args(p)
+
+    node = sub.add_parser("node", help="put a node in standby or back online (through the DC)")
+    nsub = node.add_subparsers(dest="node_command", required=True)
+    for name, what in (("standby", "move every resource off NODE"), ("online", "let NODE run resources again")):
+        one = nsub.add_parser(name, help=what)
+        one.add_argument("node", metavar="NODE")
+        if name == "standby":
+            one.add_argument("--lifetime", choices=("forever", "reboot"), default=None,
+                             help="forever (default) or until the node restarts")
+        _connection_args(one)
+
+    cib = sub.add_parser("cib", help="show the CIB or set a cluster option (through the DC)")
+    csub = cib.add_subparsers(dest="cib_command", required=True)
+    show = csub.add_parser("show", help="print the CIB as JSON")
+    _connection_args(show)
+    cset = csub.add_parser("set", help="set a cluster option, e.g. stickiness 100, no-quorum-policy freeze")
+    cset.add_argument("key", metavar="KEY")
+    cset.add_argument("value", metavar="VALUE")
+    _connection_args(cset)
+
+    chk = sub.add_parser("check-cluster", help="Nagios/Icinga check: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN")
+    _connection_args(chk)
+    chk.add_argument("--expect-nodes", type=int, default=None, metavar="N",
+                     help="WARNING when fewer than N nodes are online (default: every configured node)")
+    chk.add_argument("--ignore-failcount", action="store_true", help="fail counts above 0 are not a WARNING")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="balancier", description=__doc__)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -58,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     _proxy_parser(sub)
     _cluster_parser(sub)
     _demo_parser(sub)
+    _admin_parsers(sub)
     return parser
 
 
@@ -81,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from balancier.demo import run as run_demo
 
         return run_demo(args)
+    if args.command in ("status", "resource", "node", "cib", "check-cluster"):
+        from balancier.cluster.admin import run as run_admin
+
+        return run_admin(args)
     parser.print_help(sys.stderr)
     return 2
 

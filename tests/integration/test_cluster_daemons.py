@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from balancier.cluster.transport import Envelope, Keyring, decode, encode
+from cluster_harness import FLAG_AGENT
 
 SECRET = "integration-secret"
 KEYRING = Keyring(send_id=1, keys={1: ("sha256", SECRET.encode())})
@@ -69,10 +70,17 @@ class Cluster:
         if timings is None:
             timings = 'keepalive = "200ms"\nwarntime = "600ms"\ndeadtime = "1s"\ninitdead = "3s"\n'
         nodes = "".join(f'[[node]]\nname = "{n}"\naddress = "{a}"\n' for n, a in addresses.items())
+        self.ocf_root = root / "ocf"
+        agent = self.ocf_root / "resource.d" / "test" / "Flag"
+        agent.parent.mkdir(parents=True, exist_ok=True)
+        agent.write_text(FLAG_AGENT)
+        agent.chmod(0o755)
+        flags = root / "flags"
+        flags.mkdir(exist_ok=True)
         self.config = root / "cluster.toml"
         self.config.write_text(
             f'[cluster]\nname = "it"\n{timings}authkey_file = "authkey"\n{cluster_extra}\n{extra}\n{nodes}'
-            '[[resource]]\nid = "vip"\nagent = "balancier:vip"\nparams = { ip = "10.0.0.100" }\n'
+            f'[[resource]]\nid = "vip"\nagent = "ocf:test:Flag"\nparams = {{ dir = "{flags}" }}\n'
             '[[location]]\nresource = "vip"\nnode = "lb1"\nscore = 200\n')
 
     def state_dir(self, name: str) -> Path:
@@ -86,7 +94,8 @@ class Cluster:
         if self.prefix is not None:
             cmd = self.prefix(name) + cmd
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True)
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
+                                            env=dict(os.environ, OCF_ROOT=str(self.ocf_root)))
         log.close()
 
     def signal(self, name: str, sig: int) -> subprocess.Popen[bytes]:

@@ -4,7 +4,9 @@ Rules this file governs (ha.cf + authkeys + the initial CIB of the reference dep
 
 - Sections: ``[cluster]`` (timings, port, media, key file, ping nodes, auto_failback), ``[options]``
   (Pacemaker's cluster options), ``[[node]]``, ``[[resource]]``, ``[[group]]``, ``[[location]]``,
-  ``[[colocation]]``, ``[[order]]``. Unknown keys are errors, with a "did you mean" when one is close.
+  ``[[colocation]]``, ``[[order]]``, ``[api]`` (the admin HTTP API: ``listen = "127.0.0.1:7080"`` and
+  ``auth_file``, a mode-0600 file of ``user:role:token`` lines, required with ``listen``). Unknown keys
+  are errors, with a "did you mean" when one is close.
 - Media (``transport``): ``ucast`` sends to every node's address; ``mcast`` uses ``mcast_group``,
   ``mcast_ttl`` (default 1) and ``mcast_interface`` (a device name such as "eth0", so one file
   serves every node); ``bcast`` sends to ``bcast_address`` (default 255.255.255.255) on
@@ -58,7 +60,8 @@ CLUSTER_KEYS = {"name", "keepalive", "warntime", "deadtime", "initdead", "port",
                 "auto_failback"}
 OPTION_KEYS = {"stickiness", "no_quorum_policy", "symmetric_cluster", "migration_threshold", "failure_timeout",
                "fence_command", "start_failure_is_fatal"}
-TOP_KEYS = {"cluster", "options", "node", "resource", "group", "location", "colocation", "order"}
+TOP_KEYS = {"cluster", "options", "node", "resource", "group", "location", "colocation", "order", "api"}
+API_KEYS = {"listen", "auth_file"}
 NODE_KEYS = {"name", "address"}
 RESOURCE_KEYS = {"id", "agent", "params", "op", "meta"}
 OP_KEYS = {"interval", "timeout", "on_fail", "role", "enabled"}
@@ -107,6 +110,8 @@ class ClusterConfig:
     fence_command: tuple[str, ...] | None
     nodes: tuple[NodeConfig, ...]
     configuration: CibConfiguration
+    api_listen: tuple[str, int] | None = None  # [api] listen: host, port of the admin HTTP API
+    api_auth_file: str | None = None  # [api] auth_file (absolute)
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -426,6 +431,7 @@ def _build(path: Path, data: dict[str, Any], err: _Errors) -> ClusterConfig | No
     nodes = _nodes(err, data, port or 694)
     options, fence = _options(err, data, auto_failback, bool(ping))
     conf = _resources(err, data, nodes, options)
+    api_listen, api_auth = _api(err, data, path)
     if err.items or keyring is None or conf is None:
         return None
     assert keepalive and warntime and deadtime and initdead and port is not None
@@ -434,7 +440,31 @@ def _build(path: Path, data: dict[str, Any], err: _Errors) -> ClusterConfig | No
         initdead_ms=initdead, port=port, media=tuple(media), mcast_group=mcast_group, mcast_ttl=mcast_ttl or 1,
         mcast_interface=mcast_interface, bcast_interface=bcast_interface, bcast_address=bcast_address,
         authkey_file=keyfile or "", keyring=keyring, ping=tuple(ping), auto_failback=bool(auto_failback),
-        fence_command=fence, nodes=nodes, configuration=conf)
+        fence_command=fence, nodes=nodes, configuration=conf, api_listen=api_listen, api_auth_file=api_auth)
+
+
+def _api(err: _Errors, data: dict[str, Any], path: Path) -> tuple[tuple[str, int] | None, str | None]:
+    """[api] listen = "host:port", auth_file = "path" (relative to the configuration file)."""
+    a = data.get("api", {})
+    if not isinstance(a, dict):
+        err.add("api", "expected an [api] table")
+        return None, None
+    err.unknown("api", a, API_KEYS)
+    listen_raw = _typed(err, "api.listen", a.get("listen"), str, "\"host:port\"")
+    auth = _typed(err, "api.auth_file", a.get("auth_file"), str, "a path")
+    listen: tuple[str, int] | None = None
+    if listen_raw is not None:
+        host, sep, port_text = listen_raw.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            err.add("api.listen", f"{listen_raw!r}: expected \"host:port\" (e.g. \"127.0.0.1:7080\")")
+        else:
+            listen = (host, int(port_text))
+        if auth is None and "auth_file" not in a:
+            err.add("api.auth_file", "required with api.listen: the HTTP API never runs unauthenticated")
+    if auth is not None:
+        auth = auth if os.path.isabs(auth) else str(path.parent / auth)
+    return listen, auth
 
 
 def _nodes(err: _Errors, data: dict[str, Any], default_port: int) -> tuple[NodeConfig, ...]:

@@ -1,4 +1,5 @@
-"""The cluster daemon of one node: heartbeats, membership, DC election, CIB replication, scheduling.
+"""The cluster daemon of one node: heartbeats, membership, DC election, CIB replication, scheduling,
+running the transitions (executor wiring) and the admin API.
 
 Shape (Patroni's HA loop): one asyncio task sleeps until the next thing due (heartbeat to send,
 peer deadline, retransmission, recheck, ping), then runs :meth:`Daemon.cycle`, a top-down list of
@@ -12,9 +13,42 @@ Rules:
   configuration at first boot), asks any member advertising a higher version for its copy and
   merges (the highest version wins, spec §2.2), keeps the status part from the membership (online,
   DC, quorum, ping scores, unclean), pushes the full CIB to every member whose advertised
-  version/digest differs (reliable channel), and runs the policy engine on every change and at the
-  transition's ``next_recheck``. Followers accept a pushed CIB only from their DC (or from any
-  authenticated node while they have none yet, i.e. while joining) and persist it.
+  version/digest differs (reliable channel, after scheduling, with the DC's last transition and
+  remembered failures so any node can show them), and runs the policy engine on every change and at
+  the transition's ``next_recheck`` when no transition is running. Followers accept a pushed CIB
+  only from their DC (or from any authenticated node while they have none yet, i.e. while joining)
+  and persist it.
+- Executor wiring (graph.py decides readiness and aborts): the DC sends each ready action (all its
+  inputs done) to its node over the reliable channel as ``{"type": "op", action, resource}``; its
+  own node's actions run locally. The node's Executor runs it and every result it reports (action
+  results and recurring-monitor changes) goes back to the DC as ``op_result`` (kept while there is
+  no DC). The DC records it (cib.record_op) and goes on with the transition; a failed result, a
+  probe finding a resource active, an unsolicited failure or any other CIB change aborts it: the
+  DC waits for the actions in flight, then schedules again. clear_failcount is done by the DC
+  itself; a fence action completes when the fencing of that node succeeded. An action without a
+  result within its timeout + 10 s (its node died) aborts the transition too.
+- Recurring monitors run where the resource started (the policy engine asks for them after the
+  start); a monitor failure is a result like any other, and the policy engine decides (restart in
+  place while below migration-threshold, else move).
+- Probing: when a node joins, restarts or returns (and for the DC's own node when it becomes DC)
+  the DC forgets that node's resource history, so the policy engine probes every resource there
+  (a one-shot monitor) before placing anything on it: a resource already running is found. Call
+  ids start at generation x 10^6, so a restarted node's results are always newer than its old ones.
+- Ordering of a planned move (migrate, standby, clean leave): Pacemaker's stop-then-start. Every
+  member of a group stops on the old node (in reverse order) and those stops complete before the
+  first start on the new node; members start in order, then their monitors. The zero-loss
+  migration design is a later issue.
+- A node that loses the DC role keeps its resources and reports to the new DC; a partition without
+  quorum is handled by its own DC's policy engine (no-quorum-policy: stop stops them, freeze keeps
+  them, ignore carries on).
+- Clean shutdown: the first SIGTERM/SIGINT asks the DC to move this node's resources away (the DC
+  puts it in transient standby and answers ``shutdown_ok`` once nothing runs there and its
+  transition is over; a DC does the same for itself). The node stops its resources only because
+  the DC told it to; with no DC, or after 120 s without an answer, it leaves them running as they
+  are. Then it sends a leave and exits 0. A second signal leaves at once.
+- Admin API (api.py): changes are applied by the DC only (changes.apply_change, logged with who
+  asked, answered with the resulting transition); another node forwards them to the DC over the
+  reliable channel (``admin`` / ``admin_reply``, 10 s timeout -> 503) so a client may ask any node.
 - The configuration file seeds the CIB at first boot; a file edited since the node's last start is
   applied then as a configuration change (epoch + 1) keeping runtime constraints (``cli-*``) and
   standby; an unchanged file never overrides the stored copy.
@@ -30,8 +64,9 @@ Rules:
   cluster, pid, generation, dc, is_dc, election (sentence), state (the HA loop's sentence), members,
   nodes (membership view per node), quorum, cib {version, digest}, cib_nodes (status part of the
   CIB), drops {reason: count}, unclean, reliable {retransmissions, delivered}, ping, last_transition
-  {reasons, actions, placement, cib_version, at, next_recheck} and events (the last 50 membership,
-  election and fencing sentences with their wall-clock time). SIGTERM sends a leave, then exits 0.
+  {reasons, actions, placement, cib_version, at, next_recheck, graph}, graph (the running
+  transition: done, in_flight, aborted), monitors (this node's recurring monitors) and events (the
+  last 50 membership, election, fencing and admin sentences with their wall-clock time).
 - Every start increments the boot generation kept in ``<state-dir>/generation`` (atomic write).
 """
 
@@ -53,9 +88,12 @@ from typing import Any
 
 from balancier.cluster import cib as cibops
 from balancier.cluster.config import ClusterConfig
+from balancier.cluster.daemon_actions import SHUTDOWN_TIMEOUT, DaemonActions
 from balancier.cluster.election import elect, has_quorum
+from balancier.cluster.executor import Executor
+from balancier.cluster.graph import Graph
 from balancier.cluster.membership import DEAD, MemberEvent, Membership
-from balancier.cluster.model import Cib
+from balancier.cluster.model import Cib, OpResult
 from balancier.cluster.ping import PingScore, probe
 from balancier.cluster.reliable import Reliable
 from balancier.cluster.transport import Envelope, Receiver, Transport, encode
@@ -66,6 +104,7 @@ CIB_REQUEST_TIMEOUT = 5.0  # give up waiting for a peer's newer CIB after this (
 FENCE_TIMEOUT = 60.0  # Pacemaker's stonith-timeout
 FENCE_RETRY = 5.0
 PUSH_GRACE_KEEPALIVES = 3  # a peer still advertising an old CIB this long after its ack gets it again
+CALL_IDS_PER_BOOT = 1_000_000  # call ids start at generation * this: a restarted node's results are newer
 
 
 def atomic_write(path: Path, text: str, fsync: bool = True) -> None:
@@ -100,7 +139,7 @@ def _version_text(v: tuple[int, ...] | list[int]) -> str:
     return ".".join(str(x) for x in v)
 
 
-class Daemon:
+class Daemon(DaemonActions):
     def __init__(self, cfg: ClusterConfig, me: str, state_dir: Path) -> None:
         self.cfg = cfg
         self.me = me
@@ -141,6 +180,27 @@ class Daemon:
         self._wake = asyncio.Event()
         self._stopping = False
         self._status_text = ""
+        # executor wiring: this node runs what the DC sends; the DC runs the transition graph
+        self.executor = Executor(me, report=self._on_local_result,
+                                 ocf_root=os.environ.get("OCF_ROOT", "/usr/lib/ocf"),
+                                 first_call_id=self.generation * CALL_IDS_PER_BOOT + 1)
+        self.executor.configure(self.cib.configuration.resources)
+        self.graph: Graph | None = None
+        self.graphs_run = 0
+        self.unsent_results: list[OpResult] = []  # results waiting for a DC to exist
+        # the last failed result per (resource, node, op, interval), kept while its fail count lasts
+        # (a restart replaces the failed result in the CIB; crm_mon still lists the failure)
+        self.failures: dict[tuple[str, str, str, int], OpResult] = {}
+        self.rejoined: set[str] = set()  # peers (re)joined: the DC forgets their history, so they are probed
+        self.tasks: set[asyncio.Task[Any]] = set()
+        # admin changes forwarded to the DC, and clean shutdown (the DC moves resources away first)
+        self.admin_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.admin_seq = 0
+        self.leaving: dict[str, bool] = {}  # DC side: node -> told it may go
+        self.shutdown_since: float | None = None
+        self.shutdown_asked: str | None = None  # the DC we asked
+        self.shutdown_granted = False
+        self.api: Any = None
 
     # ---- persistence ---------------------------------------------------------------------------
 
@@ -192,6 +252,8 @@ class Daemon:
         self.cib = new
         self.cib_digest = cibops.digest(new)
         cibops.save(self.state_dir / "cib.json", new)
+        if new.configuration.resources != old.configuration.resources:
+            self.executor.configure(new.configuration.resources)
         log.debug("CIB %s -> %s: %s", _version_text(old.version), _version_text(new.version), why,
                   extra={"component": "cib"})
 
@@ -263,6 +325,9 @@ class Daemon:
         if kind == "cib_request":
             self._send_message(sender, {"type": "cib", "why": "reply", "cib": cibops.to_json(self.cib)})
             return
+        if kind in self.handlers:
+            self.handlers[kind](self, sender, message)
+            return
         if kind != "cib":
             log.warning("ignored a message of unknown type %r from %s", kind, sender,
                         extra={"component": "cib"})
@@ -284,6 +349,13 @@ class Daemon:
                 log.info("CIB %s from DC %s (ours was %s)", _version_text(theirs.version), sender,
                          _version_text(self.cib.version), extra={"component": "cib"})
             self._adopt(theirs, f"pushed by {sender}")
+            if isinstance(message.get("transition"), dict):
+                self.last_transition = message["transition"]  # so any node can show the DC's decisions
+            failures = message.get("failures")
+            if isinstance(failures, list):
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    loaded = [OpResult.from_dict(f) for f in failures]
+                    self.failures = {(f.resource, f.node, f.op, f.interval_ms): f for f in loaded}
 
     def _events(self, events: list[MemberEvent]) -> None:
         for e in events:
@@ -305,6 +377,12 @@ class Daemon:
                 self.unclean.discard(e.node)
             if e.kind in ("up", "restart"):
                 self._remember_peers()
+            if e.kind in ("up", "restart", "return") and e.node != self.me:
+                self.rejoined.add(e.node)
+            if e.kind in ("dead", "left", "restart") and self.graph is not None:
+                self.graph.node_lost([e.node])
+            if e.kind in ("dead", "left"):
+                self.leaving.pop(e.node, None)
 
     # ---- the HA loop ---------------------------------------------------------------------------
 
@@ -322,13 +400,23 @@ class Daemon:
                 log.info("%s stepping down as DC", self.me, extra={"component": "election"})
                 self.pushed.clear()
                 self.cib_request = None
+                if self.graph is not None:  # results still running are reported to the next DC
+                    log.info("abandoning the running transition: no longer DC", extra={"component": "executor"})
+                    self.graph = None
+                self.leaving.clear()
+            if election.dc == self.me:
+                self.rejoined.add(self.me)  # a new DC re-probes its own node: trust what runs, not history
+                self.scheduled_version = None
             self.dc = election.dc
+            self.shutdown_asked = None
+            self._flush_results()
         self.election_sentence = election.sentence
         if self.dc is None:
             if len(self.cfg.nodes) == 2:
                 return f"wait_for_all: {election.sentence}; nothing starts before the peer is seen or initdead"
             return election.sentence
         if self.dc != self.me:
+            self.rejoined.clear()
             return self._follow()
         return self._lead(now)
 
@@ -371,17 +459,35 @@ class Daemon:
             return sentence
         # 2. the status part follows the membership
         new = self._refresh_status(self.cib, now)
-        # 3. expired migrations and failures
+        # 3. expired migrations and failures; (re)joined nodes are probed; leaving nodes are emptied
         new = cibops.expire(new, wall)
+        for node in sorted(self.rejoined):
+            if new.node(node).online:
+                log.info("forgetting the resource history of %s: it (re)joined and is probed again", node,
+                         extra={"component": "executor", "peer": node})
+                new = cibops.forget_node(new, node)
+        self.rejoined.clear()
+        for node in self.leaving:
+            cur = new.node(node)
+            if cur.online and not new.standby(node):
+                new = cibops.set_node_status(new, dataclasses.replace(cur, standby=True))
         self._adopt(new, "status refresh")
         # 4. fencing of lost nodes before their resources are recovered
         fencing = self._fence(now)
-        # 5. replicate to members whose copy differs
-        pushed = self._replicate(now)
-        # 6. the policy engine on every change and at next_recheck
+        # 5. the policy engine on every change and at next_recheck, when no transition runs (one
+        # that just finished is closed first, so the next is decided in the same pass)
+        self._run_graph(now)
         self._schedule(wall)
+        # 6. run the transition: send ready actions, notice its end
+        running = self._run_graph(now)
+        # 7. nodes leaving cleanly may go once nothing runs there any more
+        self._release_leaving()
+        # 8. replicate (with the transition just decided) to members whose copy differs
+        pushed = self._replicate(now)
         parts = [f"DC: CIB {_version_text(self.cib.version)}", f"{len(self.membership.members())} members",
                  "quorum" if self.cib.have_quorum else "NO quorum"]
+        if running:
+            parts.append(running)
         if fencing:
             parts.append(fencing)
         if pushed:
@@ -421,7 +527,9 @@ class Daemon:
                 if not acked or now - last[2] < PUSH_GRACE_KEEPALIVES * self.keepalive:
                     continue
             self.pushed[peer] = (mine[0], mine[1], now)
-            self._send_message(peer, {"type": "cib", "why": "push", "cib": cibops.to_json(self.cib)})
+            self._send_message(peer, {"type": "cib", "why": "push", "cib": cibops.to_json(self.cib),
+                                      "failures": [f.to_dict() for f in self._current_failures()],
+                                      "transition": self.last_transition})
             sent.append(peer)
         return sent
 
@@ -470,7 +578,7 @@ class Daemon:
 
     def _schedule(self, wall: float) -> None:
         due = self.next_recheck is not None and wall >= self.next_recheck
-        if self.scheduled_version == self.cib.version and not due:
+        if self.graph is not None or (self.scheduled_version == self.cib.version and not due):
             return
         from balancier.cluster.policy import schedule
 
@@ -491,10 +599,13 @@ class Daemon:
         if self.last_transition is None or {k: self.last_transition.get(k) for k in summary} != summary:
             for reason in transition.reasons:
                 log.info("%s", reason, extra={"component": "policy"})
-            log.info("transition for CIB %s: %d actions (not executed: no executor in this version)",
-                     _version_text(self.cib.version), len(actions), extra={"component": "policy"})
         self.last_transition = {**summary, "cib_version": list(self.cib.version), "at": round(wall, 3),
                                 "next_recheck": transition.next_recheck}
+        if transition.actions:
+            self.graphs_run += 1
+            log.info("transition %d for CIB %s: %s", self.graphs_run, _version_text(self.cib.version),
+                     "; ".join(str(a) for a in transition.actions), extra={"component": "policy"})
+            self.graph = Graph(transition, self.cib.version)
 
     # ---- status.json ---------------------------------------------------------------------------
 
@@ -511,6 +622,8 @@ class Daemon:
             "cib_nodes": {n.name: {"online": n.online, "standby": n.standby, "unclean": n.unclean,
                                    "attributes": dict(n.attributes)} for n in self.cib.status.nodes},
             "last_transition": self.last_transition, "events": list(self.events),
+            "graph": self.graph.summary() if self.graph is not None else None,
+            "monitors": [[r, i] for r, i in self.executor.monitors()],
         }
         text = json.dumps(status, indent=1, sort_keys=True)
         if text != self._status_text:
@@ -531,7 +644,12 @@ class Daemon:
             await asyncio.sleep(interval)
 
     def stop(self) -> None:
-        self._stopping = True
+        """SIGTERM/SIGINT: the first asks the DC to move our resources away, a second one leaves now."""
+        if self.shutdown_since is None:
+            self.shutdown_since = time.monotonic()
+            log.info("shutdown requested", extra={"component": "shutdown"})
+        else:
+            self._stopping = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -543,6 +661,10 @@ class Daemon:
                  "initdead %d ms", self.me, self.generation, len(self.cfg.nodes), "+".join(self.cfg.media),
                  self.cfg.keepalive_ms, self.cfg.deadtime_ms, self.cfg.initdead_ms, extra={"component": "daemon"})
         pinger = loop.create_task(self._ping_loop()) if self.cfg.ping else None
+        from balancier.cluster.api import AdminApi
+
+        self.api = AdminApi(self)
+        await self.api.start()
         next_hb = time.monotonic()
         try:
             while not self._stopping:
@@ -553,6 +675,7 @@ class Daemon:
                 self._events(self.membership.tick(now))
                 self._send_frames(self.reliable.poll(now))
                 sentence = self.cycle(now)
+                self._shutdown_step(now)
                 if sentence != self.state_sentence:
                     log.info("%s", sentence, extra={"component": "ha"})
                     self.state_sentence = sentence
@@ -563,6 +686,10 @@ class Daemon:
                 if self.cib_request is not None:
                     deadlines.append(self.cib_request[1] + CIB_REQUEST_TIMEOUT)
                 deadlines += list(self.fence_retry_at.values())
+                if self.graph is not None:
+                    deadlines.append(self.graph.next_timeout())
+                if self.shutdown_since is not None:
+                    deadlines.append(self.shutdown_since + SHUTDOWN_TIMEOUT)
                 wait = max(0.0, min(d for d in deadlines if d is not None) - time.monotonic())
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -575,6 +702,11 @@ class Daemon:
                 pinger.cancel()
             for task in list(self.fencing.values()):
                 task.cancel()
+            for task in list(self.tasks):
+                task.cancel()
+            await self.executor.close()
+            if self.api is not None:
+                await self.api.close()
             self.state_sentence = "stopped"
             self._write_status(time.monotonic())
             self.transport.close()
