@@ -1,0 +1,108 @@
+"""Listening sockets from `bind` lines, and pausing them when a connection limit is reached.
+
+Rules:
+- Sockets are created and bound synchronously at start-up, before the daemon fork, the chroot and the privilege
+  drop (binding port 80 needs root; errors must reach the terminal). SO_REUSEADDR is set, and SO_REUSEPORT as
+  HAProxy does on Linux, so that a new process started with `-sf`/`-st` can bind while the old one still listens
+  (the kernel spreads new connections over both until the old one closes its listeners). Backlog = the frontend's
+  maxconn, as HAProxy does.
+- The event loop serves a *duplicate* of the listening descriptor. Pausing (global or frontend `maxconn` reached)
+  closes only that duplicate: the socket stays in LISTEN state and new clients wait in the kernel backlog, exactly
+  as HAProxy's "stop accepting" (no error is sent). Resuming serves a fresh duplicate.
+- A soft stop closes the listeners for good, so new connects are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Callable
+
+from balancier.proxy.config.model import Bind
+from balancier.proxy.process import StartError
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class Listener:
+    def __init__(self, bind: Bind, backlog: int) -> None:
+        self.bind = bind
+        self.backlog = max(1, backlog)
+        self.sock: socket.socket | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._want_serving = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._factory: Callable[[], asyncio.BaseProtocol] | None = None
+        self._pending: asyncio.Task[None] | None = None
+
+    @property
+    def label(self) -> str:
+        host = self.bind.host or "*"
+        return f"[{host}]:{self.bind.port}" if ":" in host else f"{host}:{self.bind.port}"
+
+    @property
+    def port(self) -> int:
+        """The bound port (the configured one, or the kernel's choice for port 0)."""
+        if self.sock is None:
+            return self.bind.port
+        return int(self.sock.getsockname()[1])
+
+    def open(self) -> None:
+        host = self.bind.host
+        if host in ("", "*"):
+            host = "0.0.0.0"
+        fam = _family(host)
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, self.bind.port))
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+        except OSError as e:
+            sock.close()
+            raise StartError(f"{self.bind.where}: cannot bind socket [{self.label}]: {e.strerror}") from None
+        self.sock = sock
+
+    def start(self, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self._loop = loop
+        self._factory = factory
+        self.resume()
+
+    def resume(self) -> None:
+        if self._want_serving or self.sock is None or self._loop is None:
+            return
+        self._want_serving = True
+        if self._server is None and self._pending is None:
+            self._pending = self._loop.create_task(self._serve())
+
+    async def _serve(self) -> None:
+        try:
+            while self._want_serving and self._server is None and self.sock is not None:
+                assert self._loop is not None and self._factory is not None
+                dup = socket.socket(fileno=os.dup(self.sock.fileno()))
+                dup.setblocking(False)
+                self._server = await self._loop.create_server(self._factory, sock=dup, backlog=self.backlog)
+                if not self._want_serving:  # paused while we were starting
+                    self._server.close()
+                    self._server = None
+        finally:
+            self._pending = None
+
+    def pause(self) -> None:
+        if not self._want_serving:
+            return
+        self._want_serving = False
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def close(self) -> None:
+        self.pause()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

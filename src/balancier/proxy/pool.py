@@ -1,0 +1,185 @@
+"""Server-side connections and the pool of idle keep-alive ones.
+
+Rules (HAProxy §11 `http-reuse`):
+- A `ServerConn` is an asyncio Protocol owned by at most one stream at a time. While owned, every event goes to the
+  owner (`srv_data`, `srv_eof`, `srv_lost`, `srv_pause_writing`, `srv_resume_writing`). While idle in the pool, any
+  byte or close from the server makes the connection useless: it is closed and forgotten.
+- The pool keeps idle connections per server, newest first (LIFO keeps few connections warm). `get()` pops the
+  newest live one; `min_uses` lets `http-reuse aggressive` ask for connections that already carried 2+ requests.
+- Which requests may take a pooled connection is the stream's decision (never / safe / aggressive / always); a
+  `never` stream keeps its connection private instead of pooling it.
+- Idle connections are purged after `IDLE_TIMEOUT` seconds (HAProxy's pool-purge-delay is 5 s) and at most
+  `MAX_IDLE_PER_SERVER` are kept, so a burst does not pin thousands of sockets on the servers.
+- Write buffer limits are named here, they drive flow control in both directions (see stream.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from balancier.proxy.servers import Server
+
+HIGH_WATER = 256 * 1024  # pause reading the other side when a write buffer grows past this
+LOW_WATER = 64 * 1024  # ... and resume below this
+IDLE_TIMEOUT = 5.0
+MAX_IDLE_PER_SERVER = 256
+
+
+class ConnOwner(Protocol):
+    def srv_data(self, data: bytes) -> None: ...
+    def srv_eof(self) -> None: ...
+    def srv_lost(self, exc: Exception | None) -> None: ...
+    def srv_pause_writing(self) -> None: ...
+    def srv_resume_writing(self) -> None: ...
+
+
+class ServerConn(asyncio.Protocol):
+    __slots__ = ("server", "transport", "owner", "uses", "alive", "idle_since", "pool", "write_paused")
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.owner: ConnOwner | None = None
+        self.uses = 0  # requests sent on this connection
+        self.alive = True
+        self.idle_since = 0.0
+        self.pool: Pool | None = None  # set while idle in a pool
+        self.write_paused = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner is not None:
+            owner.srv_data(data)
+        else:  # unsolicited bytes on an idle connection: it can no longer be trusted
+            self.close()
+
+    def eof_received(self) -> bool:
+        owner = self.owner
+        if owner is not None:
+            owner.srv_eof()
+        else:
+            self.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.alive = False
+        if self.pool is not None:
+            self.pool.forget(self)
+        owner = self.owner
+        self.owner = None
+        if owner is not None:
+            owner.srv_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.owner is not None:
+            self.owner.srv_pause_writing()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.owner is not None:
+            self.owner.srv_resume_writing()
+
+    def close(self) -> None:
+        self.alive = False
+        self.owner = None
+        if self.pool is not None:
+            self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.alive = False
+        self.owner = None
+        if self.pool is not None:
+            self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Pool:
+    """Idle keep-alive server connections, per server."""
+
+    def __init__(self) -> None:
+        self.idle: dict[int, deque[ServerConn]] = {}  # keyed by id(server): servers need not be hashable
+        self.count = 0
+
+    def put(self, conn: ServerConn, now: float) -> None:
+        if not conn.alive or conn.transport is None or conn.transport.is_closing():
+            conn.close()
+            return
+        q = self.idle.get(id(conn.server))
+        if q is None:
+            q = self.idle[id(conn.server)] = deque()
+        if len(q) >= MAX_IDLE_PER_SERVER:
+            conn.close()
+            return
+        conn.owner = None
+        conn.idle_since = now
+        conn.pool = self
+        q.append(conn)
+        self.count += 1
+
+    def get(self, server: Server, min_uses: int = 1) -> ServerConn | None:
+        q = self.idle.get(id(server))
+        if not q:
+            return None
+        # newest first; a stale one found on the way is dropped
+        for _ in range(len(q)):
+            conn = q.pop()
+            self.count -= 1
+            conn.pool = None
+            if conn.alive and conn.transport is not None and not conn.transport.is_closing():
+                if conn.uses >= min_uses:
+                    return conn
+                q.appendleft(conn)  # usable later by a less demanding request
+                conn.pool = self
+                self.count += 1
+                continue
+            conn.close()
+        return None
+
+    def forget(self, conn: ServerConn) -> None:
+        if conn.pool is not self:
+            return
+        conn.pool = None
+        q = self.idle.get(id(conn.server))
+        if q is not None:
+            try:
+                q.remove(conn)
+                self.count -= 1
+            except ValueError:
+                pass
+
+    def purge(self, now: float, max_idle: float = IDLE_TIMEOUT) -> None:
+        for q in self.idle.values():
+            while q and now - q[0].idle_since > max_idle:
+                conn = q.popleft()
+                self.count -= 1
+                conn.pool = None
+                conn.close()
+
+    def close_server(self, server: Server) -> None:
+        q = self.idle.pop(id(server), None)
+        while q:
+            conn = q.pop()
+            self.count -= 1
+            conn.pool = None
+            conn.close()
+
+    def close_all(self) -> None:
+        for key in list(self.idle):
+            q = self.idle.pop(key)
+            while q:
+                conn = q.pop()
+                self.count -= 1
+                conn.pool = None
+                conn.close()

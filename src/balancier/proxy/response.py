@@ -1,0 +1,357 @@
+"""The response side of an HTTP stream: server bytes to the client, and what ends a response.
+
+Rules (HAProxy §10, §11, §13):
+- 1xx interim responses (100 Continue) are forwarded as they are, then the final head is awaited.
+- The final head is validated by `http1` and rewritten only when needed: hop-by-hop fields removed, the
+  persistence cookie processed, `Connection: close` when the client connection will close (or `keep-alive` for
+  an HTTP/1.0 client that keeps it). When nothing has to change (HTTP/1.1 client kept alive, no cookie to
+  process, no hop-by-hop field other than `Connection: keep-alive`), the validated bytes go out as received, head
+  and body in one write.
+- Bodies: Content-Length is a plain countdown; chunked goes through `BodyFramer`; read-until-close ends with the
+  server's close and closes the client. Bytes after a body make the server connection untrustworthy: it is
+  closed, not pooled. `101 Switching Protocols` turns the stream into a tunnel.
+- Server close before a complete head → 502 `SH`, invalid head → 502 `PH`; a request on a *reused* connection
+  that died before any response byte is replayed once on a fresh connection (see serverside.py).
+- A complete response recycles the server connection: into the pool (keep-alive both ways, request fully sent),
+  kept private (`http-reuse never`), or closed.
+- This is a mixin of `HttpStream` (stream.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from balancier.http1 import (
+    BodyFramer,
+    Framing,
+    HttpError,
+    build_response_head,
+    parse_response_head,
+    strip_hop_by_hop,
+)
+from balancier.proxy.serverside import (
+    ACTIVE,
+    IDEMPOTENT,
+    KAL,
+    PAUSE_PIPELINE,
+    PAUSE_SRV_FULL,
+    R_BODY,
+    R_HEAD,
+    TUNNEL,
+)
+
+if TYPE_CHECKING:
+    from balancier.http1 import RequestHead, ResponseHead
+    from balancier.proxy.pool import ServerConn
+    from balancier.proxy.runtime import Route, Runtime
+    from balancier.proxy.servers import Server
+
+
+class ResponseSide:
+    """Server events and response forwarding for `HttpStream`."""
+
+    # state owned by HttpStream (declared here for the type checker)
+    rt: Runtime
+    route: Route
+    transport: Any
+    phase: int
+    buf: bytes
+    head: RequestHead | None
+    srv: Server | None
+    pers: Any
+    ck_resp: str
+    sconn: ServerConn | None
+    reused: bool
+    replayed: bool
+    out: bytes
+    replay: bytes | None
+    req_done: bool
+    rstate: int
+    rbuf: bytes
+    resp: ResponseHead | None
+    rframer: BodyFramer | None
+    r_left: int
+    status: int
+    bytes_out: int
+    s_last: float
+    s_read_paused: bool
+    t_resp: float
+    client_ka: bool
+    resp_started: bool
+    private: ServerConn | None
+
+    if TYPE_CHECKING:  # implemented by HttpStream or the other mixin; declared only for the type checker
+
+        def data_received(self, data: bytes) -> None:
+            ...
+
+        def _pause_client(self, why: int) -> None:
+            ...
+
+        def _resume_client(self, why: int) -> None:
+            ...
+
+        def _server_error(self, status: int, a: str, b: str) -> None:
+            ...
+
+        def _abort(self, a: str, b: str) -> None:
+            ...
+
+        def _finish(self, a: str, b: str, status: int, close: bool = False) -> None:
+            ...
+
+        def _drop_sconn(self, abort: bool) -> None:
+            ...
+
+        def _connect(self) -> None:
+            ...
+
+    def srv_data(self, data: bytes) -> None:
+        self.s_last = self.rt.loop.time()
+        if self.phase == TUNNEL:
+            self.bytes_out += len(data)
+            self.transport.write(data)
+            return
+        if self.rstate == R_BODY:
+            left = self.r_left
+            if left > 0:  # Content-Length countdown
+                n = len(data)
+                junk = n > left
+                if junk:
+                    data = data[:left]  # bytes after the body: the server connection cannot be trusted any more
+                    n = left
+                self.r_left = left - n
+                self.bytes_out += n
+                self.transport.write(data)
+                if left == n:
+                    self._response_done(server_reusable=not junk)
+                return
+            framer = self.rframer
+            if framer is None:  # read until close
+                self.bytes_out += len(data)
+                self.transport.write(data)
+                return
+            try:
+                n = framer.feed(data)
+            except HttpError:
+                self._abort("S", "D")
+                return
+            junk = n < len(data)
+            if junk:
+                data = data[:n]
+            self.bytes_out += n
+            self.transport.write(data)
+            if framer.done:
+                self._response_done(server_reusable=not junk)
+            return
+        self.rbuf = self.rbuf + data if self.rbuf else data
+        self._on_response_bytes()
+
+    def _on_response_bytes(self) -> None:
+        head_req = self.head
+        assert head_req is not None
+        while True:
+            try:
+                resp = parse_response_head(self.rbuf, self.rt.bufsize, head_req.method)
+            except HttpError:
+                self._server_error(502, "P", "H")
+                return
+            if resp is None:
+                return
+            if 100 <= resp.status < 200 and resp.status != 101:
+                raw = self.rbuf[:resp.raw_len]
+                self.rbuf = self.rbuf[resp.raw_len:]
+                self.bytes_out += len(raw)
+                self.resp_started = True
+                self.transport.write(raw)
+                if not self.rbuf:
+                    return
+                continue
+            break
+        self.t_resp = self.rt.loop.time()
+        self.resp = resp
+        self.status = resp.status
+        buf = self.rbuf
+        self.rbuf = b""
+        self._forward_response_head(resp, buf)
+
+    def _forward_response_head(self, resp: ResponseHead, buf: bytes) -> None:
+        """`buf` starts with the response head (resp.raw_len bytes), maybe followed by body bytes."""
+        route = self.route
+        head_req = self.head
+        assert head_req is not None
+        tunnel = resp.status == 101
+        framing = resp.framing
+        if framing == Framing.UNTIL_CLOSE or not self.req_done or self.rt.stopping:
+            self.client_ka = False
+        rlen = resp.raw_len
+        self.resp_started = True
+        if (self.client_ka and self.pers is None and not tunnel and head_req.version == "HTTP/1.1"
+                and resp.version == "HTTP/1.1" and buf[0] != 13 and resp.connection_tokens <= _KEEP_ALIVE
+                and raw_forwardable(resp.headers, buf, rlen, True)):
+            # fast path: nothing to change in the head; head and the body bytes at hand go out in one write
+            if framing == Framing.LENGTH:
+                left = resp.content_length
+                n = len(buf) - rlen
+                if n <= left:
+                    self.bytes_out += len(buf)
+                    self.transport.write(buf)
+                    if n == left:
+                        self._response_done()
+                        return
+                    self.r_left = left - n
+                    self.rstate = R_BODY
+                    return
+            if framing == Framing.NONE:
+                self.bytes_out += rlen
+                self.transport.write(buf if len(buf) == rlen else buf[:rlen])
+                self._response_done(server_reusable=len(buf) == rlen)
+                return
+            out = buf[:rlen]
+        else:
+            headers = strip_hop_by_hop(resp.headers, resp.connection_tokens)
+            if self.pers is not None and not tunnel:
+                headers, self.ck_resp = route.be.persist_response(
+                    self.pers, self.srv, headers, head_req.method, resp.status, self.rt.loop.time())
+            if tunnel:
+                headers.append(("Connection", "upgrade"))
+                up = resp.get("Upgrade")
+                if up is not None:
+                    headers.append(("Upgrade", up))
+            elif not self.client_ka:
+                headers.append(("Connection", "close"))
+            elif head_req.version == "HTTP/1.0":
+                headers.append(("Connection", "keep-alive"))
+            out = build_response_head("HTTP/1.1", resp.status, resp.reason, headers)
+        rest = buf[rlen:] if len(buf) > rlen else b""
+        if tunnel:
+            self.phase = TUNNEL
+            self.client_ka = False
+            self.req_done = True
+            self.bytes_out += len(out) + len(rest)
+            self.transport.write(out + rest if rest else out)
+            if self.buf:  # bytes the client sent after its request belong to the tunnel
+                cbuf, self.buf = self.buf, b""
+                self._resume_client(PAUSE_PIPELINE)
+                self.data_received(cbuf)
+            return
+        if framing == Framing.NONE:
+            self.bytes_out += len(out)
+            self.transport.write(out)
+            self._response_done(server_reusable=not rest)
+            return
+        self.rstate = R_BODY
+        if framing == Framing.UNTIL_CLOSE:
+            self.bytes_out += len(out) + len(rest)
+            self.transport.write(out + rest if rest else out)
+            return
+        if framing == Framing.LENGTH:
+            left = resp.content_length
+            junk = len(rest) > left
+            if junk:
+                rest = rest[:left]
+            self.r_left = left - len(rest)
+            self.bytes_out += len(out) + len(rest)
+            self.transport.write(out + rest if rest else out)
+            if self.r_left == 0:
+                self._response_done(server_reusable=not junk)
+            return
+        framer = self.rframer = BodyFramer(framing, 0, True)
+        n = 0
+        if rest:
+            try:
+                n = framer.feed(rest)
+            except HttpError:
+                self.bytes_out += len(out)
+                self.transport.write(out)
+                self._abort("S", "D")
+                return
+            if n < len(rest):
+                rest = rest[:n]
+        self.bytes_out += len(out) + n
+        self.transport.write(out + rest if rest else out)
+        if framer.done:
+            self._response_done(server_reusable=n == len(buf) - rlen)
+
+    def srv_eof(self) -> None:
+        self._srv_closed()
+
+    def srv_lost(self, exc: Exception | None) -> None:
+        if self.sconn is not None:
+            self._srv_closed()
+
+    def _srv_closed(self) -> None:
+        if self.phase == TUNNEL:
+            self._response_done()
+            return
+        if self.phase != ACTIVE:
+            return
+        if self.rstate == R_HEAD:
+            # a reused connection that died before answering: replay once on a fresh one, not a retry
+            if (self.reused and not self.rbuf and not self.resp_started and self.replay is not None
+                    and not self.replayed and self._may_replay()):
+                self.replayed = True
+                self.out = self.replay
+                self.replay = None
+                self._drop_sconn(abort=True)
+                self._connect()
+                return
+            self._server_error(502, "S", "H")
+            return
+        if self.rframer is None and self.r_left == 0:  # read until close: this is the normal end
+            self.client_ka = False
+            self._response_done(server_reusable=False)
+            return
+        self._abort("S", "D")
+
+    def _may_replay(self) -> bool:
+        head = self.head
+        assert head is not None
+        return head.method in IDEMPOTENT or self.route.reuse in ("aggressive", "always")
+
+    def srv_pause_writing(self) -> None:
+        self._pause_client(PAUSE_SRV_FULL)
+
+    def srv_resume_writing(self) -> None:
+        self._resume_client(PAUSE_SRV_FULL)
+
+    def _response_done(self, server_reusable: bool = True) -> None:
+        """The response was forwarded completely: log, recycle the server connection, next request."""
+        route = self.route
+        resp = self.resp
+        sc = self.sconn
+        self.sconn = None
+        if sc is not None:
+            keep = (server_reusable and route.conn_mode == KAL and self.req_done and resp is not None
+                    and resp.keep_alive and self.phase == ACTIVE and resp.framing != Framing.UNTIL_CLOSE)
+            if self.s_read_paused and sc.transport is not None:
+                sc.transport.resume_reading()
+                self.s_read_paused = False
+            sc.owner = None
+            if keep and not self.rt.stopping:
+                if route.reuse == "never" and self.client_ka:
+                    self.private = sc
+                elif route.reuse != "never":
+                    self.rt.pool.put(sc, self.rt.loop.time())
+                else:
+                    sc.close()
+            else:
+                sc.close()
+        self._finish("-", "-", self.status)
+
+_KEEP_ALIVE = frozenset(("keep-alive",))
+_HOP_NAMES = frozenset(("connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"))
+_HOP_LENGTHS = frozenset(len(n) for n in _HOP_NAMES)
+
+
+def raw_forwardable(headers: list[tuple[str, str]], raw: bytes, raw_len: int, allow_connection: bool) -> bool:
+    """Whether a validated head can be forwarded byte for byte: no hop-by-hop field to remove, and the parser
+    normalised nothing (a collapsed Content-Length list shows as a field count that differs from the lines)."""
+    if raw.count(b"\n", 0, raw_len) != len(headers) + 2:
+        return False
+    for name, _ in headers:
+        if len(name) in _HOP_LENGTHS:
+            ln = name.lower()
+            if ln in _HOP_NAMES and not (allow_connection and ln == "connection"):
+                return False
+    return True

@@ -1,0 +1,433 @@
+"""The running data plane: frontends, backends and routes built from the configuration, connection admission, stops.
+
+Rules:
+- Built once from a `Config` after the listeners are bound (and after the daemon fork: loggers remember their pid).
+- A `Route` is a frontend + the backend it sends to, with every setting the stream needs precomputed (the stronger
+  connection mode of the two, timeouts in seconds with HAProxy's fallbacks, forwardfor, reuse, retries) so the hot
+  path reads plain attributes.
+- Admission (HAProxy §9): the global and frontend `maxconn` count client connections. When a limit is reached the
+  listeners concerned stop accepting (clients wait in the kernel backlog) and resume below it. A connection that
+  slipped in past the limit (several accepts per loop turn) is parked unread until a slot frees.
+- Soft stop (SIGUSR1): listeners close, idle connections close, busy ones finish their current response (with
+  `Connection: close`) and the process exits when the last one is gone, or at `hard-stop-after`. Hard stop
+  (SIGTERM/SIGINT): everything closes now. Both end with exit code 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from balancier.proxy.config.model import Config, LogTarget, Proxy
+from balancier.proxy.listener import Listener
+from balancier.proxy.logs import INFO, WARNING, Logger, format_connect, write_stderr
+from balancier.proxy.pool import Pool
+from balancier.proxy.process import StartError, default_maxconn
+from balancier.proxy.servers import Backend, Counters, Server
+from balancier.proxy.timers import Sweeper
+
+if TYPE_CHECKING:
+    from balancier.http1 import RequestHead
+
+_MODE_RANK = {"kal": 0, "scl": 1, "clo": 2}
+
+
+def _sec(ms: int | None) -> float | None:
+    return None if ms is None or ms <= 0 else ms / 1000.0
+
+
+class BackendRt:
+    """A backend section at run time: D's `Backend` (servers, balancing) plus persistence hooks."""
+
+    def __init__(self, cfg: Proxy, logger: Logger | None) -> None:
+        self.cfg = cfg
+        self.backend = Backend(cfg, time.monotonic)
+        self.cookie = cfg.cookie if cfg.mode == "http" else None
+        self.logger = logger
+        if self.cookie is not None:
+            from balancier.proxy import persistence
+
+            self._persistence: Any = persistence
+
+    def active_usable(self) -> int:
+        return self.backend.usable_counts()[0]
+
+    def persist_request(self, head: RequestHead, now: float) -> Any:
+        return self._persistence.on_request(self.cookie, self.backend, head.get_all("cookie"), head.method,
+                                            time.time())
+
+    def persist_response(self, pers: Any, srv: Server | None, headers: list[tuple[str, str]], method: str,
+                         status: int, now: float) -> tuple[list[tuple[str, str]], str]:
+        p = self._persistence
+        cfg = self.cookie
+        set_cookies = [v for n, v in headers if len(n) == 10 and n.lower() == "set-cookie"]
+        cacheable = cfg is not None and cfg.nocache and p.is_cacheable(method, status, headers)
+        res = p.on_response(cfg, srv, pers, set_cookies, method, status, cacheable, time.time())
+        if res.changed:
+            out: list[tuple[str, str]] = []
+            placed = False
+            for n, v in headers:
+                if len(n) == 10 and n.lower() == "set-cookie":
+                    if not placed:
+                        placed = True
+                        out.extend((n, c) for c in res.set_cookie_headers)
+                    continue
+                out.append((n, v))
+            if not placed:
+                out.extend(("Set-Cookie", c) for c in res.set_cookie_headers)
+            out.extend(res.add_headers)
+            headers = out
+        return headers, res.flag
+
+
+class FrontendRt(Counters):
+    """A frontend (or the front half of a listen section) at run time, with HAProxy's frontend counters."""
+
+    def __init__(self, cfg: Proxy, maxconn: int, logger: Logger | None, debug: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.name = cfg.name
+        self.log_name = cfg.name
+        self.maxconn = maxconn
+        self.feconn = 0
+        self.smax = 0  # highest feconn seen (stats column 5)
+        self.listeners: list[Listener] = []
+        self.paused = False
+        self.connect_logger: Logger | None = None
+        # Traffic lines: http records for httplog(-clf); tcp records for tcplog; "Connect from" otherwise.
+        self.logger = logger if logger is not None and cfg.log_format in ("httplog", "httplog-clf") else None
+        self.tcp_logger = logger if logger is not None and cfg.log_format == "tcplog" else None
+        if logger is not None and cfg.log_format == "default":
+            self.connect_logger = logger
+        if debug:  # -d: every request or connection on stderr, whatever the configuration logs
+            dbg = Logger((LogTarget("stderr", 0),), "balancier")
+            if cfg.mode == "http" and self.logger is None:
+                self.logger = dbg
+            elif cfg.mode == "tcp" and self.tcp_logger is None:
+                self.tcp_logger = dbg
+
+
+class Route:
+    """Everything a stream needs about its frontend and backend, flattened."""
+
+    def __init__(self, fe: FrontendRt, be: BackendRt) -> None:
+        self.fe = fe
+        self.be = be
+        fc, bc = fe.cfg, be.cfg
+        self.mode = bc.mode
+        self.conn_mode = max(fc.http_conn_mode, bc.http_conn_mode, key=_MODE_RANK.__getitem__)
+        self.reuse = bc.http_reuse
+        self.retries = bc.retries
+        self.redispatch = bc.redispatch
+        self.hash_algo = bc.balance.algorithm == "source"
+        ft, bt = fc.timeouts, bc.timeouts
+        self.t_client = _sec(ft.client)
+        self.t_http_request = _sec(ft.http_request)
+        self.t_request_first = self.t_http_request if self.t_http_request is not None else self.t_client
+        ka = ft.http_keep_alive if ft.http_keep_alive is not None else ft.http_request
+        self.t_keepalive = _sec(ka) if ka is not None else self.t_client
+        self.t_connect = _sec(bt.connect)
+        self.t_server = _sec(bt.server)
+        self.t_queue = _sec(bt.queue) if bt.queue is not None else self.t_connect
+        self.t_tunnel = _sec(bt.tunnel)
+        self.t_client_fin = _sec(ft.client_fin)
+        self.t_server_fin = _sec(bt.server_fin)
+        # option forwardfor: enabled by either side; header name from the backend first; `except` per side
+        ffs = [p.forwardfor for p in ((fc, bc) if fc is not bc else (fc,)) if p.forwardfor is not None]
+        self.xff_enabled = bool(ffs) and self.mode == "http"
+        self.xff_header = (bc.forwardfor or fc.forwardfor).header if ffs else "X-Forwarded-For"  # type: ignore[union-attr]
+        self.xff_if_none = bool(ffs) and all(f.if_none for f in ffs)
+        self._xff_except: list[list[Any]] = []
+        self._xff_cache: dict[str, str | None] = {}  # client ip -> header value: parsing an address per
+        # connection costs more than the rest of the accept path
+        for f in ffs:
+            nets = []
+            if f.except_net:
+                nets.append(ipaddress.ip_network(f.except_net, strict=False))
+            self._xff_except.append(nets)
+
+    def xff_value(self, client_ip: str) -> str | None:
+        """The X-Forwarded-For value for this client, or None when no header is to be added."""
+        if not self.xff_enabled or not client_ip:
+            return None
+        cache = self._xff_cache
+        try:
+            return cache[client_ip]
+        except KeyError:
+            pass
+        value: str | None = None
+        try:
+            addr = ipaddress.ip_address(client_ip)
+        except ValueError:
+            addr = None
+        if addr is not None:
+            # the header is skipped only when every side that enables it excepts this client
+            for nets in self._xff_except:
+                if not any(addr in n for n in nets if n.version == addr.version):
+                    value = client_ip
+                    break
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[client_ip] = value
+        return value
+
+
+class Runtime:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, listeners: dict[str, list[Listener]],
+                 debug: bool = False) -> None:
+        self.config = config
+        self.loop = loop
+        self.debug = debug
+        g = config.global_
+        self.bufsize = g.bufsize
+        self.maxconn = g.maxconn or default_maxconn()
+        self.actconn = 0
+        self.stopping = False
+        self.sweeper = Sweeper(loop)
+        self.pool = Pool()
+        self.streams: set[Any] = set()
+        self.parked: collections.deque[Any] = collections.deque()
+        self.done: asyncio.Future[int] = loop.create_future()
+        self._hard_timer: asyncio.TimerHandle | None = None
+        self.checker: Any = None
+        tag = g.log_tag
+        global_logs = g.logs
+        self.loggers: dict[str, Logger | None] = {}
+        for p in config.proxies:
+            targets = p.logs
+            self.loggers[p.name] = Logger(targets, tag) if targets else None
+        self.backends: dict[str, BackendRt] = {p.name: BackendRt(p, self.loggers[p.name]) for p in config.backends}
+        self.frontends: list[FrontendRt] = []
+        self.routes: list[Route] = []
+        self._global_logger = Logger(global_logs, tag) if global_logs else None
+        for p in config.frontends:
+            fe = FrontendRt(p, p.maxconn or self.maxconn, self.loggers[p.name], debug)
+            fe.listeners = listeners.get(p.name, [])
+            be_cfg = config.backend_for(p)
+            if be_cfg is None:
+                raise StartError(f"{p.where}: proxy '{p.name}' has no backend to send to (no default_backend)")
+            be = self.backends[be_cfg.name]
+            if p.mode != be_cfg.mode:
+                raise StartError(f"{p.where}: frontend '{p.name}' and backend '{be_cfg.name}' use different modes")
+            self.frontends.append(fe)
+            self.routes.append(Route(fe, be))
+        # HAProxy's default fullconn: 10% of the summed maxconn of the frontends that route to the backend
+        for be in self.backends.values():
+            if not be.cfg.fullconn:
+                total = sum(r.fe.maxconn for r in self.routes if r.be is be)
+                be.backend.fullconn = max(1, total // 10) if total else 0
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        from balancier.proxy.stream import HttpStream
+        from balancier.proxy.tcp import TcpStream
+
+        for route in self.routes:
+            factory: Callable[[], asyncio.BaseProtocol]
+            if route.mode == "http":
+                factory = _factory(HttpStream, self, route)
+            else:
+                factory = _factory(TcpStream, self, route)
+            for lst in route.fe.listeners:
+                lst.start(self.loop, factory)
+        for be in self.backends.values():
+            be.backend.subscribe(_queue_keeper(be))
+        self.sweeper.start()
+        self.loop.call_later(1.0, self._purge)
+        self._start_checker()
+
+    def _start_checker(self) -> None:
+        if not any(s.cfg.check for be in self.backends.values() for s in be.backend.servers):
+            return
+        try:
+            from balancier.proxy.checker import Checker
+        except ImportError:
+            write_stderr("WARNING", "health checks are not available in this build; servers stay UP")
+            return
+        backends = [be.backend for be in self.backends.values()]
+        loggers = {name: lg for name, lg in self.loggers.items() if lg is not None}
+        self.checker = Checker(backends, loggers, time.monotonic, global_cfg=self.config.global_)
+        self.checker.start()
+
+    def _purge(self) -> None:
+        self.pool.purge(self.loop.time())
+        if not self.done.done():
+            self.loop.call_later(1.0, self._purge)
+
+    # ------------------------------------------------------------------ admission
+    def accept(self, s: Any) -> bool:
+        self.streams.add(s)
+        fe = s.route.fe
+        if self.parked or self.actconn >= self.maxconn or fe.feconn >= fe.maxconn or self.stopping:
+            s.counted = False
+            self.parked.append(s)
+            self._update_listeners()
+            return False
+        self._count_in(s)
+        return True
+
+    def _count_in(self, s: Any) -> None:
+        s.counted = True
+        fe = s.route.fe
+        self.actconn += 1
+        fe.feconn += 1
+        fe.stot += 1
+        if fe.feconn > fe.smax:
+            fe.smax = fe.feconn
+        if fe.connect_logger is not None:
+            sock = s.transport.get_extra_info("sockname") if s.transport is not None else None  # rare: no httplog
+            dst = (sock[0], sock[1]) if sock else ("-", 0)
+            fe.connect_logger.log(INFO, format_connect(s.cip, s.cport, dst[0], dst[1], fe.name, s.route.mode))
+        if self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
+            self._update_listeners()
+
+    def release(self, s: Any) -> None:
+        self.streams.discard(s)
+        if not getattr(s, "counted", False):
+            try:
+                self.parked.remove(s)
+            except ValueError:
+                pass
+        else:
+            s.counted = False
+            fe = s.route.fe
+            self.actconn -= 1
+            fe.feconn -= 1
+        if self.parked and not self.stopping:
+            for p in list(self.parked):
+                pfe = p.route.fe
+                if self.actconn >= self.maxconn:
+                    break
+                if pfe.feconn < pfe.maxconn:
+                    self.parked.remove(p)
+                    self._count_in(p)
+                    p.unpark()
+        self._update_listeners()
+        if self.stopping and not self.streams:
+            self._set_done()
+
+    def _update_listeners(self) -> None:
+        if self.stopping:
+            return
+        full = self.actconn >= self.maxconn or bool(self.parked)
+        for fe in self.frontends:
+            want_pause = full or fe.feconn >= fe.maxconn
+            if want_pause and not fe.paused:
+                fe.paused = True
+                for lst in fe.listeners:
+                    lst.pause()
+            elif not want_pause and fe.paused:
+                fe.paused = False
+                for lst in fe.listeners:
+                    lst.resume()
+
+    # ------------------------------------------------------------------ stops
+    def soft_stop(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        for fe in self.frontends:
+            for lst in fe.listeners:
+                lst.close()
+            be = self.routes[self.frontends.index(fe)].be.backend
+            msg = f"Proxy {fe.name} stopped (cumulated conns: FE: {fe.stot}, BE: {be.stot})."
+            write_stderr("WARNING", msg)
+            if fe.logger is not None or self.loggers.get(fe.name) is not None:
+                lg = self.loggers.get(fe.name)
+                if lg is not None:
+                    lg.log(WARNING, msg)
+        for s in list(self.streams):
+            s.soft_stop()
+        self.pool.close_all()
+        hsa = self.config.global_.hard_stop_after
+        if hsa:
+            self._hard_timer = self.loop.call_later(hsa / 1000.0, self.hard_stop)
+        if not self.streams:
+            self._set_done()
+
+    def hard_stop(self) -> None:
+        self.stopping = True
+        for fe in self.frontends:
+            for lst in fe.listeners:
+                lst.close()
+        for s in list(self.streams):
+            s.hard_close()
+        self.streams.clear()
+        self.pool.close_all()
+        self._set_done()
+
+    def pause_listeners(self) -> None:
+        """SIGTTOU: stop accepting (used around reloads)."""
+        for fe in self.frontends:
+            for lst in fe.listeners:
+                lst.pause()
+
+    def resume_listeners(self) -> None:
+        """SIGTTIN: accept again."""
+        if self.stopping:
+            return
+        for fe in self.frontends:
+            fe.paused = False
+        self._update_listeners()
+        for fe in self.frontends:
+            if not fe.paused:
+                for lst in fe.listeners:
+                    lst.resume()
+
+    def dump_states(self) -> None:
+        """SIGHUP: one line per server on stderr, as HAProxy's state dump."""
+        for be in self.backends.values():
+            b = be.backend
+            write_stderr("NOTICE", f"SIGHUP: Proxy {b.name} has {b.usable_counts()[0]} active servers and "
+                                   f"{b.usable_counts()[1]} backup servers available. Conn: act(FE+BE): "
+                                   f"{b.beconn}+{b.beconn}, {len(b.queue)} pend ({len(b.queue)} max), tot: {b.stot}.")
+            for s in b.servers:
+                write_stderr("NOTICE", f"SIGHUP: Server {b.name}/{s.name} is {s.op.upper()}. Conn: {s.served} act, "
+                                       f"{len(s.queue)} pend, {s.stot} tot.")
+
+    def _set_done(self) -> None:
+        if self._hard_timer is not None:
+            self._hard_timer.cancel()
+            self._hard_timer = None
+        self.sweeper.stop()
+        if self.checker is not None:
+            try:
+                self.checker.stop()
+            except Exception as e:  # stopping must go on
+                print(f"checker stop failed: {e}", file=sys.stderr)
+            self.checker = None
+        if not self.done.done():
+            self.done.set_result(0)
+
+
+def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
+    """Server state changes and the queues: a server leaving takes its persistent waiters to the backend queue
+    (with `option redispatch`, as HAProxy's pendconn_redistribute), a server arriving serves the backend queue."""
+    from balancier.proxy import queue as squeue
+
+    backend = be.backend
+
+    def on_event(ev: Any) -> None:
+        s = ev.server
+        if not s.usable and s.queue and be.cfg.redispatch is not None:
+            while s.queue:
+                p = s.queue.popleft()
+                p.server = None
+                backend.queue.append(p)
+            backend.requeue_changed(s)
+        if s.usable and (backend.queue or s.queue):
+            squeue.wake_backend(backend)
+
+    return on_event
+
+
+def _factory(cls: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:
+    def make() -> asyncio.BaseProtocol:
+        return cls(rt, route)  # type: ignore[no-any-return]
+
+    return make

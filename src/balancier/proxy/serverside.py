@@ -1,0 +1,275 @@
+"""The server side of an HTTP stream: choosing a server, queueing, connecting, retrying, redispatching.
+
+Rules (HAProxy §8, §9, §11):
+- Persistence first: a cookie-chosen server is used while it can take the request, else the request waits in
+  that server's queue; a full `maxqueue` redispatches (with `option redispatch`) or gives 503 `sQ`.
+- Otherwise the balancer picks; nothing usable → 503 `SC` (`<NOSRV>`); every usable server saturated → the
+  backend queue. The slot is `acquire`d on the server before connecting; `queue.py` hands freed slots over.
+- Connection reuse by `http-reuse`: `never` keeps a private connection per client connection; `safe` uses the
+  pool except for the first request of a client connection; `aggressive` also for first requests but only with
+  connections that already carried a request; `always` any idle connection. SCL/CLO never reuse.
+- Only connect failures are retried (`retries N`): the turn-around delay `min(1 s, timeout connect)` precedes a
+  retry on the same server after a real error (not after a connect timeout); `should_redispatch` decides when the
+  retry moves to another server (no delay, `+` in the log, persistence broken: cookie flag D).
+- This is a mixin of `HttpStream` (stream.py): it reads and writes the stream's per-request attributes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, cast
+
+from balancier.proxy import queue as squeue
+from balancier.proxy.pool import ConnOwner, ServerConn
+
+if TYPE_CHECKING:
+    from balancier.proxy.runtime import Route, Runtime
+    from balancier.proxy.servers import Server
+
+# stream phases (shared with stream.py)
+IDLE, QUEUED, TURNAROUND, CONNECTING, ACTIVE, TUNNEL, CLOSED = range(7)
+R_HEAD, R_BODY = 0, 1
+PAUSE_SRV_FULL, PAUSE_PIPELINE, PAUSE_PARKED = 1, 2, 4
+KAL, SCL, CLO = "kal", "scl", "clo"
+IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
+
+
+class ServerSide:
+    """Server choice and connection management for `HttpStream`."""
+
+    # state owned by HttpStream (declared here for the type checker)
+    rt: Runtime
+    route: Route
+    phase: int
+    cip: str
+    transport: Any
+    dport: int
+    nreq: int
+    cpause: int
+    c_write_paused: bool
+    private: ServerConn | None
+    t_phase: float
+    pers: Any
+    ck_req: str
+    srv: Server | None
+    prev_srv: Server | None
+    direct: bool
+    fails: int
+    redispatched: bool
+    pending: squeue.Pending | None
+    q_srv: int
+    q_be: int
+    task: asyncio.Task[Any] | None
+    turn: asyncio.TimerHandle | None
+    sconn: ServerConn | None
+    reused: bool
+    out: bytes
+    replay: bytes | None
+    rstate: int
+    s_last: float
+    s_read_paused: bool
+    t_conn: float
+    t_connected: float
+
+    if TYPE_CHECKING:  # implemented by HttpStream or the other mixin; declared only for the type checker
+
+        def _fail(self, status: int, a: str, b: str) -> None:
+            ...
+
+        def _resume_client(self, why: int) -> None:
+            ...
+
+    def _assign(self, persistent: Server | None) -> None:
+        be = self.route.be
+        backend = be.backend
+        if persistent is not None:
+            self.direct = True
+            srv = persistent
+            if srv.saturated:
+                if squeue.server_queue_full(srv):
+                    if self.route.redispatch is not None:
+                        self._break_persistence()
+                        self._assign(None)
+                        return
+                    self._fail(503, "s", "Q")
+                    return
+                self._enqueue(srv)
+                return
+            backend.acquire(srv)
+            self._use_server(srv)
+            return
+        picked = backend.pick(self.cip, self.prev_srv)
+        if picked is None:
+            if backend.has_usable():
+                self._enqueue(None)
+                return
+            self._fail(503, "S", "C")
+            return
+        if picked.saturated:  # hash algorithms return their server even when it is saturated: wait for it
+            self._enqueue(picked)
+            return
+        backend.acquire(picked)
+        self._use_server(picked)
+
+    def _break_persistence(self) -> None:
+        """A redispatch broke cookie persistence: flag D, and insert mode will issue a new cookie."""
+        if self.direct and self.pers is not None:
+            self.pers.redispatched()
+            self.ck_req = self.pers.flag
+        self.direct = False
+
+    def _enqueue(self, srv: Server | None) -> None:
+        now = self.rt.loop.time()
+        be = self.route.be.backend
+        self.pending = squeue.enqueue(self, now, be, srv)
+        # HAProxy logs the queue lengths seen when the request entered them, itself included
+        self.q_srv = len(srv.queue) if srv is not None else 0
+        self.q_be = len(be.queue)
+        self.phase = QUEUED
+        self.t_phase = now
+
+    def dequeued(self, server: Server) -> None:
+        """queue.py gave us a slot on `server` (already acquired)."""
+        self.pending = None
+        if self.phase != QUEUED:  # raced with our own end: give the slot back
+            self._release_server(server)
+            return
+        self._use_server(server)
+
+    def _use_server(self, srv: Server) -> None:
+        self.srv = srv
+        route = self.route
+        mode = route.reuse
+        conn: ServerConn | None = None
+        if route.conn_mode == KAL:
+            if mode == "never":
+                p = self.private
+                if p is not None and p.server is srv and p.alive:
+                    conn = p
+                self.private = None
+                if conn is None and p is not None:
+                    p.close()
+            elif mode == "always" or (mode == "safe" and self.nreq > 1):
+                conn = self.rt.pool.get(srv)
+            elif mode == "aggressive":
+                conn = self.rt.pool.get(srv, 1 if self.nreq > 1 else 2)
+        if conn is not None:
+            now = self.rt.loop.time()
+            self.t_conn = now
+            self.t_connected = now
+            self.reused = True
+            self._attach(conn)
+            return
+        self._connect()
+
+    def _connect(self) -> None:
+        srv = self.srv
+        assert srv is not None
+        rt = self.rt
+        now = rt.loop.time()
+        self.phase = CONNECTING
+        self.t_phase = self.t_conn = now
+        self.reused = False
+        host, port = srv.addr
+        if port is None:  # a server without a port: the port the client connected to (HAProxy semantics)
+            port = self._client_port()
+        self.task = rt.loop.create_task(rt.loop.create_connection(lambda: ServerConn(srv), host, port))
+        self.task.add_done_callback(self._connected)
+
+    def _client_port(self) -> int:
+        if not self.dport:
+            sock = self.transport.get_extra_info("sockname") if self.transport is not None else None
+            self.dport = sock[1] if sock else 0
+        return self.dport
+
+    def _connected(self, task: asyncio.Task[Any]) -> None:
+        if task is not self.task:  # a cancelled attempt
+            if not task.cancelled() and task.exception() is None:
+                task.result()[0].close()
+            return
+        self.task = None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._connect_failed(timeout=False)
+            return
+        _transport, conn = task.result()
+        self.t_connected = self.rt.loop.time()
+        self._attach(conn)
+
+    def _attach(self, conn: ServerConn) -> None:
+        self.sconn = conn
+        conn.owner = cast(ConnOwner, self)  # HttpStream implements the ConnOwner callbacks
+        conn.uses += 1
+        self.phase = ACTIVE
+        self.rstate = R_HEAD
+        now = self.rt.loop.time()
+        self.s_last = now
+        self.t_phase = now
+        out = self.out
+        self.out = b""
+        self.replay = out if self.reused else None
+        if self.cpause & PAUSE_SRV_FULL and not conn.write_paused:
+            self._resume_client(PAUSE_SRV_FULL)
+        if self.c_write_paused and conn.transport is not None:
+            self.s_read_paused = True
+            conn.transport.pause_reading()
+        assert conn.transport is not None
+        conn.transport.write(out)
+
+    def _connect_failed(self, timeout: bool) -> None:
+        srv = self.srv
+        assert srv is not None
+        route = self.route
+        backend = route.be.backend
+        srv.econ += 1
+        backend.econ += 1
+        self.fails += 1
+        if self.fails > route.retries:
+            self.fails -= 1
+            self._fail(503, "s" if timeout else "S", "C")
+            return
+        if should_redispatch(route, srv, self.fails, self.direct):
+            srv.wredis += 1
+            backend.wredis += 1
+            self.redispatched = True
+            self._break_persistence()
+            self.prev_srv = srv
+            self.srv = None
+            self._release_server(srv)
+            self._assign(None)
+            return
+        srv.wretr += 1
+        backend.wretr += 1
+        delay = 0.0 if timeout else min(1.0, route.t_connect or 1.0)
+        if delay <= 0:
+            self._connect()
+            return
+        self.phase = TURNAROUND
+        self.turn = self.rt.loop.call_later(delay, self._turnaround_done)
+
+    def _turnaround_done(self) -> None:
+        self.turn = None
+        if self.phase == TURNAROUND:
+            self._connect()
+
+    def _release_server(self, srv: Server) -> None:
+        backend = self.route.be.backend
+        backend.release(srv)
+        squeue.on_release(backend, srv)
+
+def should_redispatch(route: Route, srv: Server, retry: int, direct: bool) -> bool:
+    """HAProxy's redispatch test for retry number `retry` (1-based) after a connect failure on `srv` (§8)."""
+    rd = route.redispatch
+    if rd is None or rd == 0:
+        return False
+    if srv.op != "up" or srv.admin == "maint":
+        return True
+    if rd > 0 and retry % rd == 0:
+        return True
+    if rd < 0:
+        every = route.retries + 1 + rd
+        if every > 0 and retry % every == 0:
+            return True
+    return (not direct) and route.be.active_usable() > 1 and not route.hash_algo

@@ -1,0 +1,603 @@
+"""The HTTP stream: one asyncio Protocol per client connection, driving requests to servers in order.
+
+Rules (HAProxy §7-§13):
+- A request head is parsed and validated by `http1` before any byte goes to a server; an invalid head gets
+  `error_response(status)`, the connection is closed and the log says `<BADREQ>` with `PR--`.
+- Pipelined requests are handled one after the other: bytes after the current request wait in `buf` (reading the
+  client pauses when they pass `bufsize`) and are parsed once the response is complete.
+- `Expect: 100-continue` is forwarded: the server answers `100 Continue` (forwarded as is) or a final status. The
+  proxy never answers 100 itself, so a server that refuses the body can do so before the client sends it.
+- Headers: hop-by-hop ones are removed (`strip_hop_by_hop`); `option forwardfor` appends its header last; the
+  connection mode (KAL/SCL/CLO, the stronger of frontend and backend) adds `Connection: close` towards the server
+  (SCL, CLO) and towards the client whenever the client connection will close after the response. HTTP/1.0
+  clients keep the connection only when they asked for it. Header names are forwarded as received (1.4 style).
+  Responses go to the client as HTTP/1.1.
+- Server connections: `http-reuse never` keeps a connection private to its client connection; `safe` takes pooled
+  connections except for the first request of a client connection; `aggressive` also for first requests but only
+  connections that already carried a request; `always` any idle one. A request that dies on a *reused* connection
+  before any response byte is replayed once on a fresh connection (for a non-idempotent method only with
+  `aggressive`/`always`), without counting as a retry.
+- Retries (§8): only connect failures. `retries N` extra attempts; turn-around delay `min(1 s, timeout connect)`
+  before retrying the same server after a real error (none after a timeout, none on redispatch); redispatch per the
+  `option redispatch [N]` rules; `+` in the log when redispatched; 503 `SC`/`sC` at the end.
+- Timeouts (§10) through the sweeper (timers.py): http-request/client while reading a head → 408 `cR` (silent
+  close when nothing arrived); keep-alive idle → silent close; queue → 503 `sQ`; connect → retry, then 503 `sC`;
+  server before the head → 504 `sH`; inactivity during data → close `sD`/`cD`.
+- Flow control: each transport's write buffer is bounded by HIGH_WATER/LOW_WATER (pool.py); when the server side
+  is full the client stops being read, and vice versa. Body bytes are passed through as received (no copies,
+  no re-chunking).
+- One HttpLogRecord per request (streamlog.py); counters on frontend, backend and server are updated once per
+  request at its end.
+- Layout: this module is the client side (request head and body, request end, timeouts); serverside.py chooses
+  and connects the server; response.py forwards the response. `HttpStream` combines the three.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from balancier.http1 import (
+    BodyFramer,
+    Framing,
+    HttpError,
+    build_request_head,
+    error_response,
+    parse_request_head,
+    strip_hop_by_hop,
+)
+from balancier.proxy import queue as squeue
+from balancier.proxy.pool import HIGH_WATER, LOW_WATER, ServerConn
+from balancier.proxy.response import ResponseSide, raw_forwardable
+from balancier.proxy.serverside import (
+    ACTIVE,
+    CLO,
+    CLOSED,
+    CONNECTING,
+    IDLE,
+    KAL,
+    PAUSE_PARKED,
+    PAUSE_PIPELINE,
+    PAUSE_SRV_FULL,
+    QUEUED,
+    R_HEAD,
+    TUNNEL,
+    TURNAROUND,
+    ServerSide,
+)
+from balancier.proxy.streamlog import finish_log
+
+if TYPE_CHECKING:
+    from balancier.http1 import RequestHead, ResponseHead
+    from balancier.proxy.runtime import Route, Runtime
+    from balancier.proxy.servers import Server
+
+
+
+
+class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
+    """Client side of one connection plus the request/response in flight on it."""
+
+    def __init__(self, rt: Runtime, route: Route) -> None:
+        self.rt = rt
+        self.route = route
+        self.transport: Any = None
+        self.phase = IDLE
+        self.buf = b""
+        self.nreq = 0
+        self.cpause = 0
+        self.c_write_paused = False
+        self.c_pause_since = 0.0
+        self.c_last = 0.0
+        self.cip = ""
+        self.cport = 0
+        self.dport = 0  # the port the client connected to, read only when a server has no port (serverside.py)
+        self.xff: str | None = None
+        self.private: ServerConn | None = None  # http-reuse never: this client's own idle server connection
+        self.t_phase = 0.0
+        self.counted = False  # counted in actconn/feconn (runtime.py admission)
+        self._reset_request()
+
+    # ------------------------------------------------------------------ per-request state
+    def _reset_request(self) -> None:
+        self.head: RequestHead | None = None
+        self.t_first = 0.0  # loop time of the first byte of the request
+        self.date_first = 0.0  # epoch of the same instant (log date)
+        self.t_head = 0.0
+        self.t_conn = 0.0
+        self.t_connected = -1.0
+        self.t_resp = -1.0
+        self.srv: Server | None = None
+        self.prev_srv: Server | None = None
+        self.direct = False  # persistence chose the server
+        self.pers: Any = None
+        self.ck_req = "-"
+        self.ck_resp = "-"
+        self.fails = 0
+        self.redispatched = False
+        self.pending: squeue.Pending | None = None
+        self.q_srv = 0
+        self.q_be = 0
+        self.task: asyncio.Task[Any] | None = None
+        self.turn: asyncio.TimerHandle | None = None
+        self.sconn: ServerConn | None = None
+        self.reused = False
+        self.replayed = False
+        self.out = b""  # request bytes not yet written to a server
+        self.replay: bytes | None = None
+        self.req_framer: BodyFramer | None = None  # chunked request bodies
+        self.q_left = 0  # request body bytes still expected (Content-Length); -1 = chunked
+        self.req_done = True
+        self.rstate = R_HEAD
+        self.rbuf = b""
+        self.resp: ResponseHead | None = None
+        self.rframer: BodyFramer | None = None  # chunked response bodies
+        self.r_left = 0  # response body bytes still expected (Content-Length)
+        self.status = -1
+        self.bytes_out = 0
+        self.bytes_in = 0
+        self.s_last = 0.0
+        self.s_read_paused = False
+        self.client_ka = False
+        self.resp_started = False
+        self.flags_a = "-"
+        self.flags_b = "-"
+        self.in_be = False  # counted in the backend's beconn
+
+    # ------------------------------------------------------------------ client transport events
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.cip, self.cport = peer[0], peer[1]
+        self.xff = self.route.xff_value(self.cip)
+        now = self.rt.loop.time()
+        self.t_phase = now
+        self.c_last = now
+        if not self.rt.accept(self):
+            self._pause_client(PAUSE_PARKED)
+        self.rt.sweeper.add(self)
+
+    def unpark(self) -> None:
+        """The connection limit let this parked connection in."""
+        self.t_phase = self.c_last = self.rt.loop.time()
+        self._resume_client(PAUSE_PARKED)
+
+    def data_received(self, data: bytes) -> None:
+        self.c_last = self.rt.loop.time()
+        ph = self.phase
+        if ph == IDLE:
+            self.buf = self.buf + data if self.buf else data
+            self._on_head_bytes()
+        elif ph == TUNNEL:
+            self.bytes_in += len(data)
+            if self.sconn is not None and self.sconn.transport is not None:
+                self.sconn.transport.write(data)
+        elif not self.req_done and not self.buf:
+            self._req_body(data)
+        else:
+            self.buf = self.buf + data if self.buf else data
+            if len(self.buf) > self.rt.bufsize:
+                self._pause_client(PAUSE_PIPELINE)
+
+    def eof_received(self) -> bool:
+        # A half-close from the client: with a request in flight we keep the connection until the response is sent
+        # (HAProxy does the same for HTTP/1: the client may shut its write side after the request).
+        if self.phase == IDLE and not self.buf:
+            self._close_silently("C")
+            return False
+        if self.phase == IDLE:  # partial head and then EOF: the client aborted
+            self._finish("C", "R", 400, close=True)
+            return False
+        self.client_ka = False
+        if not self.req_done:  # body cut short
+            self._abort("C", "D")
+            return False
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.phase == CLOSED:
+            return
+        if self.phase == IDLE:
+            self._close_silently("C")
+            return
+        b = {QUEUED: "Q", TURNAROUND: "C", CONNECTING: "C", TUNNEL: "D"}.get(self.phase)
+        if b is None:
+            b = "H" if self.rstate == R_HEAD else "D"
+        self._abort("C", b)
+
+    def pause_writing(self) -> None:
+        self.c_write_paused = True
+        self.c_pause_since = self.rt.loop.time()
+        sc = self.sconn
+        if sc is not None and sc.transport is not None and not self.s_read_paused:
+            self.s_read_paused = True
+            sc.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.c_write_paused = False
+        self.c_last = self.rt.loop.time()
+        sc = self.sconn
+        if sc is not None and sc.transport is not None and self.s_read_paused:
+            self.s_read_paused = False
+            self.s_last = self.c_last
+            sc.transport.resume_reading()
+
+    def _pause_client(self, why: int) -> None:
+        if not self.cpause and self.transport is not None:
+            self.transport.pause_reading()
+        self.cpause |= why
+
+    def _resume_client(self, why: int) -> None:
+        if not self.cpause & why:
+            return
+        self.cpause &= ~why
+        if not self.cpause and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------------ request head
+    def _on_head_bytes(self) -> None:
+        if self.t_first == 0.0:
+            self.t_first = self.rt.loop.time()
+            self.date_first = time.time()
+        try:
+            head = parse_request_head(self.buf, self.rt.bufsize)
+        except HttpError as e:
+            self._bad_request(e.status)
+            return
+        if head is None:
+            if len(self.buf) > self.rt.bufsize:
+                self._bad_request(400)
+            return
+        self.head = head
+        self.t_head = self.rt.loop.time()
+        self.nreq += 1
+        raw = self.buf
+        self.buf = b""
+        self._start_request(head, raw)
+
+    def _bad_request(self, status: int) -> None:
+        self.status = status
+        self.flags_a, self.flags_b = "P", "R"
+        self.route.fe.ereq += 1
+        self._send_and_close(error_response(status))
+
+    def _start_request(self, head: RequestHead, raw: bytes) -> None:
+        """`raw` starts with the request head (head.raw_len bytes); what follows is body or pipelined bytes."""
+        route = self.route
+        rt = self.rt
+        self.client_ka = head.keep_alive and route.conn_mode != CLO and not rt.stopping
+        route.be.backend.beconn += 1  # this request is on the backend until _finish
+        self.in_be = True
+        rlen = head.raw_len
+        rest = raw[rlen:] if len(raw) > rlen else b""
+        body = b""
+        framing = head.framing
+        if framing == Framing.LENGTH and head.content_length > 0:
+            left = head.content_length
+            self.req_done = False
+            if rest:
+                body, rest = rest[:left], rest[left:]
+                left -= len(body)
+            self.q_left = left
+            self.req_done = left == 0
+        elif framing == Framing.CHUNKED:
+            framer = self.req_framer = BodyFramer(framing, 0, False)
+            self.q_left = -1
+            self.req_done = False
+            if rest:
+                try:
+                    n = framer.feed(rest)
+                except HttpError as e:
+                    self._bad_request(e.status)
+                    return
+                body, rest = rest[:n], rest[n:]
+                self.req_done = framer.done
+        elif framing != Framing.NONE and framing != Framing.LENGTH:  # read-until-close never frames a request
+            self._bad_request(400)
+            return
+        if rest:
+            self.buf = rest
+            if len(rest) > rt.bufsize:
+                self._pause_client(PAUSE_PIPELINE)
+        # persistence, then the bytes for the server
+        be = route.be
+        cookie_headers = None
+        if be.cookie is not None:
+            self.pers = be.persist_request(head, rt.loop.time())
+            self.ck_req = self.pers.flag
+            self.ck_resp = "N"
+            if self.pers.changed:
+                cookie_headers = self.pers.cookie_headers
+        out = self._request_head_bytes(head, cookie_headers, raw)
+        if body:
+            out += body
+            self.bytes_in += len(body)
+        self.out = out
+        self._assign(self.pers.server if self.pers is not None else None)
+
+    def _request_head_bytes(self, head: RequestHead, cookie_headers: list[str] | None, raw: bytes) -> bytes:
+        route = self.route
+        xff = self.xff
+        if xff is not None and route.xff_if_none and head.get(route.xff_header) is not None:
+            xff = None
+        if cookie_headers is None and not head.connection_tokens and raw[0] != 13 \
+                and raw_forwardable(head.headers, raw, head.raw_len, False):
+            # fast path: the validated head goes out as received, with our lines spliced in before the blank line
+            extra = f"{route.xff_header}: {xff}\r\n" if xff is not None else ""
+            if route.conn_mode != KAL:
+                if head.version != "HTTP/1.0":  # 1.0 closes by default: HAProxy adds nothing
+                    extra += "Connection: close\r\n"
+            elif head.version == "HTTP/1.0":
+                extra += "Connection: keep-alive\r\n"
+            if not extra:
+                return raw[:head.raw_len] if len(raw) > head.raw_len else raw
+            return raw[:head.raw_len - 2] + extra.encode("latin-1") + b"\r\n"
+        headers = strip_hop_by_hop(head.headers, head.connection_tokens)
+        if cookie_headers is not None:
+            headers = _replace_cookies(headers, cookie_headers)
+        if xff is not None:
+            headers.append((route.xff_header, xff))
+        if route.conn_mode != KAL:
+            if head.version != "HTTP/1.0":
+                headers.append(("Connection", "close"))
+        elif head.version == "HTTP/1.0":
+            headers.append(("Connection", "keep-alive"))
+        return build_request_head(head.method, head.target, head.version, headers)
+
+    # ------------------------------------------------------------------ request body
+    def _req_body(self, data: bytes) -> None:
+        left = self.q_left
+        if left >= 0:
+            n = len(data)
+            if n > left:
+                self.buf = data[left:]
+                data = data[:left]
+                n = left
+                if len(self.buf) > self.rt.bufsize:
+                    self._pause_client(PAUSE_PIPELINE)
+            self.q_left = left - n
+            self.req_done = left == n
+        else:
+            framer = self.req_framer
+            assert framer is not None
+            try:
+                n = framer.feed(data)
+            except HttpError:
+                self._abort("P", "D" if self.resp_started else "H")
+                return
+            if n < len(data):
+                self.buf = data[n:]
+                data = data[:n]
+                if len(self.buf) > self.rt.bufsize:
+                    self._pause_client(PAUSE_PIPELINE)
+            self.req_done = framer.done
+        self.bytes_in += n
+        sc = self.sconn
+        if self.phase == ACTIVE and sc is not None and sc.transport is not None:
+            self.replay = None  # body went out past what we kept: no replay
+            self.s_last = self.c_last  # writing to the server is server-side activity too
+            sc.transport.write(data)
+        else:
+            self.out += data
+            if len(self.out) > HIGH_WATER:
+                self._pause_client(PAUSE_SRV_FULL)
+
+    # ------------------------------------------------------------------ ends
+    def _server_error(self, status: int, a: str, b: str) -> None:
+        srv = self.srv
+        if srv is not None:
+            srv.eresp += 1
+        self.route.be.backend.eresp += 1
+        self._drop_sconn(abort=True)
+        self.status = status
+        self.flags_a, self.flags_b = a, b
+        self.client_ka = False
+        self._send_and_close(error_response(status))
+
+    def _fail(self, status: int, a: str, b: str) -> None:
+        """No server connection could be had (no server, retries exhausted, queue): send the error page."""
+        self.status = status
+        self.flags_a, self.flags_b = a, b
+        self.client_ka = False
+        self._send_and_close(error_response(status))
+
+    def _send_and_close(self, page: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.bytes_out += len(page)
+            self.transport.write(page)
+        self._finish(self.flags_a, self.flags_b, self.status, close=True)
+
+    def _abort(self, a: str, b: str) -> None:
+        """Something broke mid-stream: close both sides now."""
+        if a == "C":
+            if self.srv is not None:
+                self.srv.cli_abrt += 1
+            self.route.be.backend.cli_abrt += 1
+        elif a == "S":
+            if self.srv is not None:
+                self.srv.srv_abrt += 1
+            self.route.be.backend.srv_abrt += 1
+        self.client_ka = False
+        self._drop_sconn(abort=True)
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish(a, b, self.status, close=True)
+
+    def _drop_sconn(self, abort: bool) -> None:
+        sc = self.sconn
+        self.sconn = None
+        self.s_read_paused = False
+        if sc is not None:
+            sc.owner = None
+            if abort:
+                sc.abort()
+            else:
+                sc.close()
+
+    def _cancel_pending_work(self) -> None:
+        if self.pending is not None:
+            squeue.cancel(self.pending)
+            self.pending = None
+        if self.task is not None:
+            task, self.task = self.task, None
+            task.cancel()
+        if self.turn is not None:
+            self.turn.cancel()
+            self.turn = None
+
+    def _finish(self, a: str, b: str, status: int, close: bool = False) -> None:
+        """End of one request, whatever happened: log, count, release, then next request or close."""
+        if self.phase == CLOSED:
+            return
+        self._cancel_pending_work()
+        self.flags_a, self.flags_b = a, b
+        self.status = status
+        # HAProxy logs once the stream has left its server and backend: srv_conn/beconn exclude it
+        if self.in_be:
+            self.in_be = False
+            self.route.be.backend.beconn -= 1
+        srv = self.srv
+        if srv is not None:
+            self._release_server(srv)
+        finish_log(self)
+        self.srv = None
+        if close or not self.client_ka or self.transport is None or self.transport.is_closing():
+            self._close()
+            return
+        # keep-alive: next request (possibly already buffered)
+        self._reset_request()
+        self.phase = IDLE
+        self.t_phase = self.rt.loop.time()
+        self._resume_client(PAUSE_PIPELINE | PAUSE_SRV_FULL)
+        if self.buf:
+            self._on_head_bytes()
+
+    def _close_silently(self, why: str) -> None:
+        """Nothing in progress (idle keep-alive, empty connection): close without a response.
+
+        An idle keep-alive connection is never logged. A connection that never sent a byte is logged as HAProxy
+        does (`<BADREQ>`, 408 `cR` on a timeout, 400 `CR` when the client left, 0 bytes) unless
+        `option dontlognull`."""
+        if self.phase == IDLE and self.nreq == 0 and not self.buf and not self.route.fe.cfg.dontlognull:
+            now = self.rt.loop.time()
+            self.t_first = self.t_phase  # accept time: Ta counts from there
+            self.date_first = time.time() - (now - self.t_phase)
+            self.status = 408 if why == "c" else 400
+            self.flags_a, self.flags_b = why, "R"
+            finish_log(self)
+        self._close()
+
+    def _close(self) -> None:
+        if self.phase == CLOSED:
+            return
+        self._cancel_pending_work()
+        self.phase = CLOSED
+        self._drop_sconn(abort=True)
+        if self.private is not None:
+            self.private.close()
+            self.private = None
+        if self.transport is not None:
+            self.transport.close()
+        self.rt.sweeper.discard(self)
+        self.rt.release(self)
+
+    def hard_close(self) -> None:
+        """SIGTERM: drop everything now."""
+        self._cancel_pending_work()
+        if self.transport is not None:
+            self.transport.abort()
+        self._close()
+
+    def soft_stop(self) -> None:
+        """SIGUSR1: idle connections close now, busy ones after their current response."""
+        if self.phase == IDLE and not self.buf:
+            self._close()
+
+    # ------------------------------------------------------------------ timeouts (called by the sweeper)
+    def check(self, now: float) -> None:
+        ph = self.phase
+        route = self.route
+        if ph == IDLE:
+            if self.cpause & PAUSE_PARKED:
+                return
+            if not self.buf:
+                tmo = route.t_keepalive if self.nreq else route.t_request_first
+                if tmo is not None and now - self.t_phase >= tmo:
+                    self._close_silently("c")
+                return
+            tmo = route.t_http_request
+            if tmo is not None:
+                if now - self.t_first >= tmo:
+                    self._timeout_request()
+                return
+            tmo = route.t_client
+            if tmo is not None and now - self.c_last >= tmo:
+                self._timeout_request()
+            return
+        if ph == QUEUED:
+            tmo = route.t_queue
+            if tmo is not None and now - self.t_phase >= tmo:
+                self._cancel_pending_work()
+                self._fail(503, "s", "Q")
+            return
+        if ph == CONNECTING:
+            tmo = route.t_connect
+            if tmo is not None and now - self.t_phase >= tmo:
+                task, self.task = self.task, None
+                if task is not None:
+                    task.cancel()
+                self._connect_failed(timeout=True)
+            return
+        if ph == ACTIVE or ph == TUNNEL:
+            ts = route.t_tunnel if ph == TUNNEL and route.t_tunnel is not None else route.t_server
+            tc = route.t_tunnel if ph == TUNNEL and route.t_tunnel is not None else route.t_client
+            if ph == ACTIVE and self.rstate == R_HEAD:
+                if ts is not None and now - self.s_last >= ts:
+                    self._server_timeout_head()
+                    return
+                if not self.req_done and tc is not None and now - self.c_last >= tc \
+                        and not self.cpause & PAUSE_SRV_FULL:
+                    self._abort("c", "H")
+                return
+            if ts is not None and not self.s_read_paused and now - self.s_last >= ts:
+                self._abort("s", "D")
+                return
+            if tc is not None:
+                if self.c_write_paused and now - self.c_pause_since >= tc:
+                    self._abort("c", "D")
+                elif (ph == TUNNEL or not self.req_done) and not self.cpause and now - self.c_last >= tc \
+                        and (ph != TUNNEL or now - self.s_last >= tc):
+                    self._abort("c", "D")
+
+    def _timeout_request(self) -> None:
+        self.status = 408
+        self.flags_a, self.flags_b = "c", "R"
+        self.client_ka = False
+        self._send_and_close(error_response(408))
+
+    def _server_timeout_head(self) -> None:
+        if self.resp_started:  # only an interim response went out: nothing valid can follow
+            self._abort("s", "H")
+            return
+        self._drop_sconn(abort=True)
+        self.status = 504
+        self.flags_a, self.flags_b = "s", "H"
+        self.client_ka = False
+        self._send_and_close(error_response(504))
+
+
+def _replace_cookies(headers: list[tuple[str, str]], cookies: list[str]) -> list[tuple[str, str]]:
+    """Replace every Cookie header by the rewritten list, at the place of the first one."""
+    out: list[tuple[str, str]] = []
+    placed = False
+    for name, value in headers:
+        if len(name) == 6 and name.lower() == "cookie":
+            if not placed:
+                placed = True
+                out.extend((name, c) for c in cookies)
+            continue
+        out.append((name, value))
+    return out
