@@ -1,7 +1,8 @@
 """`balancier:proxy`: the data plane as a cluster resource (`balancier proxy -D` driven like any daemon).
 
 Parameters: config (required: the HAProxy-language file), pidfile (default
-/run/balancier-RESOURCE.pid), runtime_socket (optional: the runtime API's UNIX socket), extra_args
+/run/balancier-RESOURCE.pid; `{node}` in it is replaced by this node's name, so several nodes sharing
+one file system — the demo, tests — keep apart), runtime_socket (optional: the runtime API's UNIX socket), extra_args
 (more arguments, split on spaces), binary (default: this Python running `-m balancier`).
 
 Rules this file governs:
@@ -221,8 +222,9 @@ async def runtime_info(path: str, timeout: float = 2.0) -> str | None:
 class ProxyAgent(ResourceAgent):
     standard = "balancier:proxy"
 
-    def __init__(self, resource: ResourceConfig) -> None:
+    def __init__(self, resource: ResourceConfig, node: str | None = None) -> None:
         super().__init__(resource)
+        self.node = node
 
     # ---- parameters
     @property
@@ -231,7 +233,8 @@ class ProxyAgent(ResourceAgent):
 
     @property
     def pidfile(self) -> str:
-        return self.param("pidfile") or f"/run/balancier-{self.resource.id}.pid"
+        path = self.param("pidfile") or f"/run/balancier-{self.resource.id}.pid"
+        return path.replace("{node}", self.node or "local")
 
     @property
     def digest_file(self) -> str:

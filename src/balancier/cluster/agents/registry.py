@@ -36,7 +36,7 @@ def agent_for(resource: ResourceConfig, ocf_root: str = "/usr/lib/ocf", *, node:
         if rtype == "proxy":
             from balancier.cluster.agents.proxy import ProxyAgent
 
-            return ProxyAgent(resource)
+            return ProxyAgent(resource, node=node)
         raise AgentError(f"resource {resource.id!r}: unknown built-in agent {resource.agent!r}; "
                          f"expected one of {', '.join('balancier:' + t for t in BUILTIN_TYPES)}")
     if cls == "ocf":
