@@ -30,6 +30,13 @@ def _proxy_parser(sub: argparse._SubParsersAction) -> None:
                    help="after start-up, terminate these pids (SIGTERM)")
 
 
+def _proxy_cli_parser(sub: argparse._SubParsersAction) -> None:
+    from balancier.proxy_cli import add_arguments
+
+    p = sub.add_parser("proxy-cli", help="send runtime API commands to a proxy's stats socket")
+    add_arguments(p)
+
+
 def _cluster_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cluster", help="run or check the cluster manager (control plane)")
     csub = p.add_subparsers(dest="cluster_command", required=True)
@@ -123,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
     _proxy_parser(sub)
+    _proxy_cli_parser(sub)
     _cluster_parser(sub)
     _demo_parser(sub)
     _admin_parsers(sub)
@@ -141,6 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from balancier.proxy.main import run as run_proxy
 
         return run_proxy(args)
+    if args.command == "proxy-cli":
+        from balancier.proxy_cli import run as run_proxy_cli
+
+        return run_proxy_cli(args)
     if args.command == "cluster":
         from balancier.cluster.main import run as run_cluster
 

@@ -121,6 +121,38 @@ def _tune_gc() -> None:
     gc.set_threshold(20000, 20, 20)
 
 
+def _start_stats_sockets(rt: Any, config: Any, loop: asyncio.AbstractEventLoop) -> list[Any]:
+    """The runtime API on each `stats socket`: created before chroot and the privilege drop, as HAProxy does.
+
+    The stats view subscribes to server events, so it is built before the checks start.
+    """
+    g = config.global_
+    if not g.stats_sockets:
+        return []
+    import time
+
+    from balancier import __version__
+    from balancier.proxy.runtime_api import RuntimeApi, hooks_for_runtime, info_for_runtime
+    from balancier.proxy.stats import StatsView
+    from balancier.proxy.statsock import StatsSocketServer
+
+    backends = [b.backend for b in rt.backends.values()]
+    view = StatsView(rt.frontends, backends, config.proxies, first_id=2)
+    info = info_for_runtime(rt, time.time(), time.monotonic(), __version__)
+    servers = []
+    for sock in g.stats_sockets:
+        api = RuntimeApi(backends, rt.frontends, info, sock.level, proxies=config.proxies,
+                         hooks=hooks_for_runtime(rt), view=view)
+        server = StatsSocketServer(sock.address, sock.mode if sock.mode is not None else 0o600, sock.level, api,
+                                   timeout=g.stats_timeout / 1000, maxconn=g.stats_maxconn)
+        try:
+            loop.run_until_complete(server.start())
+        except OSError as e:
+            raise StartError(f"{sock.where}: cannot create stats socket '{sock.address}': {e.strerror}") from None
+        servers.append(server)
+    return servers
+
+
 async def _start_in_loop(rt: Any) -> None:
     """Start serving from inside the running loop (the checker and the listeners create tasks)."""
     rt.start()
@@ -148,6 +180,7 @@ def _run_process(args: argparse.Namespace, config: Any, listeners: dict[str, Any
         loop = _new_loop(args.debug)
         asyncio.set_event_loop(loop)
         rt = Runtime(config, loop, listeners, debug=args.debug)
+        stats_servers = _start_stats_sockets(rt, config, loop)
         if any(be.cookie is not None for be in rt.backends.values()):
             import balancier.proxy.persistence  # noqa: F401
         try:
@@ -171,6 +204,8 @@ def _run_process(args: argparse.Namespace, config: Any, listeners: dict[str, Any
             ports = ", ".join(lst.label for lst in all_listeners)
             _say("NOTICE", f"balancier proxy ready on {ports} (pid {os.getpid()})")
         code = loop.run_until_complete(rt.done)
+        for server in stats_servers:
+            loop.run_until_complete(server.stop())
         # let closing transports flush
         loop.run_until_complete(asyncio.sleep(0.05))
         return int(code)

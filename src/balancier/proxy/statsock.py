@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat as stat_mod
-from typing import Any
+from typing import Any, cast
 
 from balancier.proxy.runtime_api import LEVELS, RuntimeApi, Session
 
@@ -62,8 +62,8 @@ class _CliProtocol(asyncio.Protocol):
 
     # --- transport events -----------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: rely on the protocol, not the class
+        self.transport = cast(asyncio.Transport, transport)
         if len(self.server.connections) >= self.server.maxconn:
             self.closed = True
             transport.close()

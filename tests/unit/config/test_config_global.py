@@ -106,8 +106,13 @@ GLOBAL_ERRORS = [
     ("log nowhere.invalid local0", "log : could not resolve address 'nowhere.invalid'"),
     ("log 1.2.3.4 format rfc5424 local0", "unsupported keyword 'log ... format' (not implemented by balancier)"),
     ("log global", "'log global' is only valid in a 'defaults', 'frontend', 'backend' or 'listen' section."),
-    ("stats socket /run/b.sock", "unsupported keyword 'stats socket' in section 'global' (not implemented by "
-                                 "balancier)"),
+    ("stats socket /run/b.sock level root", "'stats socket' option 'level' expects 'user', 'operator' or 'admin' "
+                                            "(got 'root')."),
+    ("stats socket /run/b.sock expose-fd listeners", "unsupported option 'expose-fd' on 'stats socket' (not "
+                                                     "implemented by balancier; supported: mode, level)"),
+    ("stats socket abns@x", "unsupported address family in 'stats socket abns@x' (use a path or ipv4@host:port)"),
+    ("stats bind-process 1", "unsupported keyword 'stats bind-process' in section 'global' (not implemented by "
+                             "balancier)"),
     ("nbproc 2", "unsupported keyword 'nbproc' in section 'global' (not implemented by balancier)"),
     ("maxconnn 10", "unknown keyword 'maxconnn' in 'global' section; did you mean 'maxconn'?"),
     ("deamon", "unknown keyword 'deamon' in 'global' section; did you mean 'daemon'?"),
@@ -115,6 +120,21 @@ GLOBAL_ERRORS = [
     ("no daemon", "negation/default currently supported only for options, log, busy-polling, set-dumpable, "
                   "strict-limits, insecure-fork-wanted and numa-cpu-mapping."),
 ]
+
+
+def test_stats_sockets(tmp_path: Path) -> None:
+    from balancier.proxy.config import load
+    from balancier.proxy.config.model import StatsSocket, Where
+
+    path = tmp_path / "x.cfg"
+    path.write_text("global\n    stats socket /run/b.sock mode 660 level admin\n"
+                    "    stats socket ipv4@127.0.0.1:9999\n    stats timeout 5s\n    stats maxconn 3\n")
+    config, _ = load([str(path)])
+    assert config.global_.stats_sockets == (
+        StatsSocket("/run/b.sock", 0o660, "admin", Where(str(path), 2)),
+        StatsSocket("127.0.0.1:9999", None, "operator", Where(str(path), 3)),
+    )
+    assert (config.global_.stats_timeout, config.global_.stats_maxconn) == (5000, 3)
 
 
 @pytest.mark.parametrize(("line", "message"), GLOBAL_ERRORS)

@@ -7,8 +7,10 @@ Rules:
   ``presetenv`` (only when unset), ``unsetenv`` and ``resetenv`` (keep only the names given), whose changes are
   seen by every later line's ``"$VAR"``.
 - ``global`` may appear several times; later lines override earlier ones (``log`` lines add up).
-- Other HAProxy global keywords (``stats socket`` ...) are refused by name; anything else is unknown, with a
-  "did you mean" hint.
+- ``stats socket <path | [ipv4@]host:port> [mode <octal>] [level user|operator|admin]`` (may repeat),
+  ``stats timeout <time>`` and ``stats maxconn <n>`` configure the runtime API; other socket options and other
+  ``stats`` words are refused by name.
+- Other HAProxy global keywords are refused by name; anything else is unknown, with a "did you mean" hint.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from collections.abc import Callable
 
 from balancier.proxy.config.context import Ctx
 from balancier.proxy.config.keywords import GLOBAL_UNSUPPORTED
-from balancier.proxy.config.model import Where
+from balancier.proxy.config.model import StatsSocket, Where
 from balancier.proxy.config.proxies import log_line
 from balancier.proxy.config.units import parse_size, parse_time, parse_uint, time_message
 
@@ -88,6 +90,59 @@ def _log(ctx: Ctx, where: Where, args: list[str]) -> None:
         ctx.global_values["logs"] = logs
 
 
+_LEVELS = ("user", "operator", "admin")
+
+
+def _stats(ctx: Ctx, where: Where, args: list[str]) -> None:
+    sub = args[1] if len(args) > 1 else ""
+    if sub == "socket":
+        _stats_socket(ctx, where, args)
+    elif sub == "timeout":
+        _time("stats_timeout")(ctx, where, args[1:])
+    elif sub == "maxconn":
+        _uint("stats_maxconn", 1)(ctx, where, args[1:])
+    elif sub:
+        ctx.report.alert(where, f"unsupported keyword 'stats {sub}' in section 'global' (not implemented by balancier)")
+    else:
+        ctx.report.alert(where, "'stats' expects 'socket', 'timeout' or 'maxconn'.")
+
+
+def _stats_socket(ctx: Ctx, where: Where, args: list[str]) -> None:
+    if len(args) < 3 or not args[2]:
+        ctx.report.alert(where, "'stats socket' requires a path or an address:port.")
+        return
+    address = args[2]
+    if address.startswith("ipv4@"):
+        address = address[len("ipv4@"):]
+    elif address.startswith("unix@"):
+        address = address[len("unix@"):]
+    elif "@" in address.split("/", 1)[0]:
+        ctx.report.alert(where, f"unsupported address family in 'stats socket {args[2]}' (use a path or ipv4@host:port)")
+        return
+    mode: int | None = None
+    level = "operator"
+    rest = args[3:]
+    i = 0
+    while i < len(rest):
+        word = rest[i]
+        value = rest[i + 1] if i + 1 < len(rest) else None
+        if word == "mode" and value is not None and re.fullmatch(r"[0-7]{1,4}", value):
+            mode = int(value, 8)
+        elif word == "level" and value in _LEVELS:
+            level = value
+        elif word in ("mode", "level"):
+            expected = "an octal mode" if word == "mode" else "'user', 'operator' or 'admin'"
+            ctx.report.alert(where, f"'stats socket' option '{word}' expects {expected} (got '{value or ''}').")
+            return
+        else:
+            ctx.report.alert(where, f"unsupported option '{word}' on 'stats socket' (not implemented by balancier; "
+                                    f"supported: mode, level)")
+            return
+        i += 2
+    sockets: tuple[StatsSocket, ...] = ctx.global_values["stats_sockets"]
+    ctx.global_values["stats_sockets"] = (*sockets, StatsSocket(address, mode, level, where))  # type: ignore[arg-type]
+
+
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -135,6 +190,7 @@ GLOBAL_KEYWORDS: dict[str, GlobalHandler] = {
     "tune.bufsize": _bufsize,
     "spread-checks": _uint("spread_checks", 0, 50, "'{kw}' needs a positive value in range 0..50."),
     "max-spread-checks": _time("max_spread_checks"),
+    "stats": _stats,
     "setenv": _environment,
     "presetenv": _environment,
     "unsetenv": _environment,

@@ -16,7 +16,7 @@ OTHER_SECTIONS = frozenset({
 })
 
 GLOBAL_UNSUPPORTED = frozenset({
-    "stats", "master-worker", "nbproc", "cpu-map", "ca-base", "crt-base", "ssl-default-bind-ciphers",
+    "master-worker", "nbproc", "cpu-map", "ca-base", "crt-base", "ssl-default-bind-ciphers",
     "ssl-default-bind-ciphersuites", "ssl-default-bind-options", "ssl-default-server-ciphers",
     "ssl-default-server-ciphersuites", "ssl-default-server-options", "ssl-server-verify", "ssl-dh-param-file",
     "tune.ssl.default-dh-param", "tune.maxrewrite", "tune.http.maxhdr", "tune.maxaccept", "tune.maxpollevents",

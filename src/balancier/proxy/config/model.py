@@ -180,6 +180,16 @@ class Proxy:
 
 
 @dataclass(frozen=True)
+class StatsSocket:
+    """`stats socket <path|ipv4@host:port> [mode m] [level user|operator|admin]`: the runtime API."""
+
+    address: str  # a UNIX socket path, or "host:port" for TCP
+    mode: int | None = None  # permission bits of a UNIX socket (octal on the line)
+    level: Literal["user", "operator", "admin"] = "operator"
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True)
 class Global:
     daemon: bool = False
     pidfile: str | None = None
@@ -196,6 +206,9 @@ class Global:
     bufsize: int = 16384  # tune.bufsize: the largest request/response head accepted
     spread_checks: int = 0  # percent
     max_spread_checks: int | None = None
+    stats_sockets: tuple[StatsSocket, ...] = ()
+    stats_timeout: int = 10000  # ms: idle time allowed on a runtime API connection
+    stats_maxconn: int = 10  # concurrent runtime API connections
 
 
 @dataclass(frozen=True)
