@@ -15,6 +15,9 @@ Rules this file governs:
   cluster's reliable channel and the DC's answer is returned (the client never has to find the
   DC). Every change answers with the resulting transition (its sentences and actions) and is
   logged with who asked for it. Errors are JSON ``{"error": sentence}`` with 400/401/403/404/409/503.
+- The web dashboard (``balancier.web.dashboard``) is served by the same app, behind the same authentication:
+  ``GET /`` (redirect), ``/dashboard``, ``/dashboard/state.json``, ``/events``, ``/dashboard/static/...`` and its
+  POST actions; it also adds a middleware refusing cross-site POSTs everywhere.
 """
 
 from __future__ import annotations
@@ -145,6 +148,9 @@ class AdminApi:
         app.router.add_post("/api/cib", self.post_cib)
         app.router.add_post("/api/resource/{id}/{op}", self.post_resource)
         app.router.add_post("/api/node/{name}/{op}", self.post_node)
+        from balancier.web.dashboard import register as register_dashboard
+
+        register_dashboard(app, self, local=local)
         return app
 
     def _auth_middleware(self, local: bool) -> Any:
