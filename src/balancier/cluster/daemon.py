@@ -80,6 +80,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import tempfile
 import time
 from collections import deque
@@ -87,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 from balancier.cluster import cib as cibops
+from balancier.cluster import watchdog
 from balancier.cluster.config import ClusterConfig
 from balancier.cluster.daemon_actions import SHUTDOWN_TIMEOUT, DaemonActions
 from balancier.cluster.election import elect, has_quorum
@@ -173,7 +175,10 @@ class Daemon(DaemonActions):
         self.scheduled_version: tuple[int, int, int] | None = None
         self.next_recheck: float | None = None
         self.last_transition: dict[str, Any] | None = None
-        self.ping = PingScore(cfg.ping, deadping=cfg.deadtime_ms / 1000.0)
+        # a probe every keepalive (clamped to 0.1..1 s); an answer counts for deadtime, but never for less than
+        # three probe periods, so one lost probe (or a probe period longer than a short deadtime) keeps the score
+        self.ping_interval = min(max(cfg.keepalive_ms / 1000.0, 0.1), 1.0)
+        self.ping = PingScore(cfg.ping, deadping=max(cfg.deadtime_ms / 1000.0, 3 * self.ping_interval))
         self.ping_seq = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=50)
         self.state_sentence = ""
@@ -633,10 +638,10 @@ class Daemon(DaemonActions):
     # ---- timers and the main loop --------------------------------------------------------------
 
     async def _ping_loop(self) -> None:
-        interval = max(self.keepalive, 1.0)
+        interval = self.ping_interval
         while not self._stopping:
             self.ping_seq += 1
-            results = await asyncio.gather(*(probe(t, min(interval, 1.0), self.ping_seq) for t in self.cfg.ping))
+            results = await asyncio.gather(*(probe(t, interval, self.ping_seq) for t in self.cfg.ping))
             now = time.monotonic()
             for target, ok in zip(self.cfg.ping, results, strict=True):
                 self.ping.record(target, ok, now)
@@ -653,6 +658,24 @@ class Daemon(DaemonActions):
         self._wake.set()
 
     async def run(self) -> None:
+        # VIPs a previous run of this node held (it crashed): gone before we join; then the watchdog guards this run
+        vip_state = str(self.state_dir / "vips.json")
+        os.environ[watchdog.STATE_ENV] = vip_state
+        removed = await asyncio.to_thread(watchdog.release_recorded, vip_state)
+        if removed:
+            log.warning("removed addresses held by a previous run that did not stop cleanly: %s", ", ".join(removed),
+                        extra={"component": "daemon"})
+        guard, guard_pipe = watchdog.start(vip_state)
+        try:
+            await self._run()
+        finally:
+            with contextlib.suppress(OSError):
+                guard_pipe.write(b"keep")
+                guard_pipe.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(guard.wait, 5)
+
+    async def _run(self) -> None:
         await self.transport.open()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -12,8 +12,8 @@ Choice of probe, per configured target:
   needed, and it follows the same path as the clients' traffic.
 
 Score (as pingd): ``multiplier x number of targets that answered within the last deadping``
-(``deadping`` = the cluster's deadtime, like Heartbeat's default), so one lost probe does not move
-a resource. The score is announced in this node's heartbeats and written by the DC into the CIB as
+(``deadping`` = the cluster's deadtime, like Heartbeat's default, but at least three probe periods:
+the daemon probes every keepalive, clamped to 0.1..1 s), so one lost probe does not move a resource. The score is announced in this node's heartbeats and written by the DC into the CIB as
 the node attribute ``pingd``.
 """
 
@@ -75,7 +75,8 @@ async def _probe_icmp(host: str, timeout: float, ident: int, seq: int) -> bool:
         header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
         payload = b"balancier-ping"
         packet = struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
-        await loop.sock_sendto(sock, packet, (host, 0))
+        # a plain sendto: an echo request never blocks in practice, and uvloop has no loop.sock_sendto
+        sock.sendto(packet, (host, 0))
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

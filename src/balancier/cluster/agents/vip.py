@@ -4,7 +4,8 @@ Parameters: ip (required, IPv4 or IPv6), cidr_netmask (prefix length; default 32
 interface; default: the one the kernel routes `ip` through), arp_count (5), arp_interval_ms (200),
 label (IPv4 only: the address label becomes NIC:LABEL, at most 15 characters), arp_bg (true: the
 announcements after the first go on in the background), state_file (optional: where held addresses
-are recorded for start-up cleanup, see release_all()).
+are recorded for start-up cleanup, see release_all(); default: $BALANCIER_VIP_STATE_FILE, which the cluster
+daemon sets to <state-dir>/vips.json for its watchdog).
 
 Rules this file governs (spec cluster.md §6 IPaddr2; testbed.md §3):
 - Addresses are added and removed through netlink (pyroute2), never by running `ip`.
@@ -140,7 +141,9 @@ def parse_params(get: Any) -> VipParams:
         if len((nic or "") + ":" + label) > MAX_LABEL:
             raise ParamError(f"label {nic}:{label} is longer than {MAX_LABEL} characters")
     arp_bg = (get("arp_bg") or "true").strip().lower() in ("true", "yes", "1", "on")
-    return VipParams(ip, prefix, nic, arp_count, arp_interval_ms, label, arp_bg, get("state_file") or None)
+    # the daemon names its node-wide state file in the environment (see cluster/watchdog.py)
+    state_file = get("state_file") or os.environ.get("BALANCIER_VIP_STATE_FILE") or None
+    return VipParams(ip, prefix, nic, arp_count, arp_interval_ms, label, arp_bg, state_file)
 
 
 def _int(get: Any, name: str, default: int, low: int, high: int) -> int:
