@@ -49,6 +49,7 @@ class DaemonActions:
     """The Daemon's state this part reads and writes (set by Daemon.__init__)."""
 
     cfg: ClusterConfig
+    keepalive: float
     me: str
     generation: int
     dc: str | None
@@ -80,8 +81,14 @@ class DaemonActions:
 
     # ---- executor messages: the DC sends actions, nodes send results back ---------------------
 
-    def _msg_op(self, sender: str, message: dict[str, Any]) -> None:
+    def _msg_op(self, sender: str, message: dict[str, Any], attempt: int = 0) -> None:
         if sender != self.dc and self.claims.get(sender) != sender:
+            # A new DC's first actions can overtake its first heartbeat (the one that carries its claim): look
+            # again every keepalive for up to a deadtime before refusing, instead of making the DC wait out the
+            # action's timeout.
+            if attempt * self.keepalive < self.cfg.deadtime_ms / 1000.0:
+                asyncio.get_running_loop().call_later(self.keepalive, self._msg_op, sender, message, attempt + 1)
+                return
             log.warning("ignored an action from %s, which is not the DC", sender, extra={"component": "executor"})
             return
         try:
