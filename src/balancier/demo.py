@@ -47,6 +47,8 @@ class Demo:
     base_port: int
     workdir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    viewer_token: str = field(default_factory=lambda: secrets.token_urlsafe(12))
 
     @property
     def service_url(self) -> str:
@@ -66,6 +68,7 @@ class Demo:
 global
     log stderr local3
     maxconn 4096
+    stats socket {self.workdir}/proxy.sock mode 600 level admin
 
 defaults
     log global
@@ -90,6 +93,9 @@ listen esup-proxy
     server ent-maintenance 127.0.0.1:{self.port(4)} check inter 2000 backup
 """
 
+    def dashboard_url(self, node: str) -> str:
+        return f"http://127.0.0.1:{self.port(20 + NODES.index(node))}/"
+
     def cluster_toml(self, authkey: Path, haproxy_cfg: Path) -> str:
         return f"""# Two-node cluster of `balancier demo`, on loopback: the seed's group kept on lb1 (score 200 vs 100).
 [cluster]
@@ -105,19 +111,24 @@ authkey_file = "{authkey}"
 stickiness = 0
 migration_threshold = 3
 
+[api]
+auth_file = "{self.workdir / 'api-users'}"
+
 [[node]]
 name = "lb1"
 address = "127.0.0.1:{self.port(10)}"
+api = "127.0.0.1:{self.port(20)}"
 
 [[node]]
 name = "lb2"
 address = "127.0.0.1:{self.port(11)}"
+api = "127.0.0.1:{self.port(21)}"
 
 # The virtual IP is simulated: the proxy binds the service address {SERVICE_ADDR} itself.
 [[resource]]
 id = "esup_haproxy"
 agent = "balancier:proxy"
-params = {{ config = "{haproxy_cfg}", pidfile = "{self.workdir}/proxy-{{node}}.pid" }}
+params = {{ config = "{haproxy_cfg}", pidfile = "{self.workdir}/proxy-{{node}}.pid", runtime_socket = "{self.workdir}/proxy.sock" }}
 op.monitor = {{ interval = "2s", timeout = "1s" }}
 
 [[group]]
@@ -154,6 +165,9 @@ score = 100
         authkey = self.workdir / "authkey"
         authkey.write_text(f"auth 1\n1 sha256 {secrets.token_hex(32)}\n")
         authkey.chmod(0o600)
+        users = self.workdir / "api-users"
+        users.write_text(f"admin:admin:{self.admin_token}\nviewer:read:{self.viewer_token}\n")
+        users.chmod(0o600)
         ctoml = self.workdir / "cluster.toml"
         ctoml.write_text(self.cluster_toml(authkey, cfg))
         for node in NODES:
@@ -309,7 +323,10 @@ def run(args: argparse.Namespace) -> int:
         wait_service(demo.service_url, 30.0)
         print(f"portal (through the simulated VIP): {demo.service_url}")
         print(f"log in to get a session:            {demo.service_url}login?user=alice")
+        print(f"dashboard (lb1, lb2):               {demo.dashboard_url('lb1')}  {demo.dashboard_url('lb2')}")
+        print(f"  sign in as admin / {demo.admin_token}  (read-only: viewer / {demo.viewer_token})")
         print(f"cluster status:                     balancier status --state-dir {workdir / 'lb1'}")
+        print(f"proxy runtime API:                  balancier proxy-cli {workdir / 'proxy.sock'} show stat")
         print(f"logs and configuration:             {workdir}")
         print(HELP)
         deadline = None if args.duration is None else time.monotonic() + args.duration

@@ -136,8 +136,8 @@ class AdminApi:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
         cfg = daemon.cfg
-        self.creds: list[Credential] = load_auth_file(cfg.api_auth_file) if cfg.api_listen and cfg.api_auth_file \
-            else []
+        serves_http = cfg.api_listen_for(daemon.me) is not None
+        self.creds: list[Credential] = load_auth_file(cfg.api_auth_file) if serves_http and cfg.api_auth_file else []
         self.socket_path = daemon.state_dir / "admin.sock"
         self._runners: list[web.AppRunner] = []
 
@@ -186,7 +186,7 @@ class AdminApi:
         finally:
             os.umask(old)
         os.chmod(self.socket_path, 0o600)
-        listen = self.daemon.cfg.api_listen
+        listen = self.daemon.cfg.api_listen_for(self.daemon.me)
         if listen is not None:
             tcp = web.AppRunner(self._app(local=False), access_log=None)
             await tcp.setup()

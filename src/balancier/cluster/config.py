@@ -62,7 +62,7 @@ OPTION_KEYS = {"stickiness", "no_quorum_policy", "symmetric_cluster", "migration
                "fence_command", "start_failure_is_fatal"}
 TOP_KEYS = {"cluster", "options", "node", "resource", "group", "location", "colocation", "order", "api"}
 API_KEYS = {"listen", "auth_file"}
-NODE_KEYS = {"name", "address"}
+NODE_KEYS = {"name", "address", "api"}
 RESOURCE_KEYS = {"id", "agent", "params", "op", "meta"}
 OP_KEYS = {"interval", "timeout", "on_fail", "role", "enabled"}
 GROUP_KEYS = {"id", "resources", "meta"}
@@ -86,6 +86,7 @@ class NodeConfig:
     name: str
     host: str
     port: int
+    api: tuple[str, int] | None = None  # this node's admin HTTP API, overriding [api] listen (several nodes, one host)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,13 @@ class ClusterConfig:
     configuration: CibConfiguration
     api_listen: tuple[str, int] | None = None  # [api] listen: host, port of the admin HTTP API
     api_auth_file: str | None = None  # [api] auth_file (absolute)
+
+    def api_listen_for(self, me: str) -> tuple[str, int] | None:
+        """Where node `me` serves the admin HTTP API: its own [[node]] api, else [api] listen."""
+        for n in self.nodes:
+            if n.name == me and n.api is not None:
+                return n.api
+        return self.api_listen
 
     @property
     def node_names(self) -> tuple[str, ...]:
@@ -454,17 +462,26 @@ def _api(err: _Errors, data: dict[str, Any], path: Path) -> tuple[tuple[str, int
     auth = _typed(err, "api.auth_file", a.get("auth_file"), str, "a path")
     listen: tuple[str, int] | None = None
     if listen_raw is not None:
-        host, sep, port_text = listen_raw.rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        listen = _host_port(listen_raw)
+        if listen is None:
             err.add("api.listen", f"{listen_raw!r}: expected \"host:port\" (e.g. \"127.0.0.1:7080\")")
-        else:
-            listen = (host, int(port_text))
         if auth is None and "auth_file" not in a:
             err.add("api.auth_file", "required with api.listen: the HTTP API never runs unauthenticated")
+    nodes = data.get("node")
+    node_api = isinstance(nodes, list) and any(isinstance(n, dict) and "api" in n for n in nodes)
+    if node_api and auth is None and "auth_file" not in a:
+        err.add("api.auth_file", "required with a node's api: the HTTP API never runs unauthenticated")
     if auth is not None:
         auth = auth if os.path.isabs(auth) else str(path.parent / auth)
     return listen, auth
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return host, int(port_text)
 
 
 def _nodes(err: _Errors, data: dict[str, Any], default_port: int) -> tuple[NodeConfig, ...]:
@@ -495,7 +512,13 @@ def _nodes(err: _Errors, data: dict[str, Any], default_port: int) -> tuple[NodeC
             err.add(f"{key}.name", f"node {name!r} is defined twice")
         if any((n.host, n.port) == (host, port) for n in out):
             err.add(f"{key}.address", f"{host}:{port} is already used by another node")
-        out.append(NodeConfig(name, host, port))
+        api = None
+        api_raw = _typed(err, f"{key}.api", t.get("api"), str, "\"host:port\"")
+        if api_raw is not None:
+            api = _host_port(api_raw)
+            if api is None:
+                err.add(f"{key}.api", f"{api_raw!r}: expected \"host:port\" (e.g. \"127.0.0.1:7081\")")
+        out.append(NodeConfig(name, host, port, api))
     if not out:
         err.add("node", "no nodes defined")
     return tuple(out)

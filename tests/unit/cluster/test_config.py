@@ -207,3 +207,16 @@ def test_legacy_methods_are_hmacs(tmp_path: Path) -> None:
     key.chmod(0o600)
     ring = load_keyring(key)
     assert ring.send_id == 0 and ring.keys == {0: ("sha1", b"legacy secret with spaces"), 5: ("md5", b"older")}
+
+
+def test_a_node_may_serve_the_api_on_its_own_address(keydir: Path) -> None:
+    # several nodes on one host (the demo, tests) cannot share one [api] listen address
+    nodes = ('[[node]]\nname = "lb1"\naddress = "127.0.0.1:7001"\napi = "127.0.0.1:7081"\n\n'
+             '[[node]]\nname = "lb2"\naddress = "127.0.0.1:7002"\n')
+    cfg = load(write(keydir, "", nodes + '[api]\nlisten = "127.0.0.1:7080"\nauth_file = "users"\n'))
+    assert cfg.api_listen_for("lb1") == ("127.0.0.1", 7081)
+    assert cfg.api_listen_for("lb2") == ("127.0.0.1", 7080)
+    errs = errors_of(write(keydir, "", nodes.replace('"127.0.0.1:7081"', '"nowhere"')))
+    assert any(e.endswith("node[0].api: 'nowhere': expected \"host:port\" (e.g. \"127.0.0.1:7081\")") for e in errs)
+    assert any(e.endswith("api.auth_file: required with a node's api: the HTTP API never runs unauthenticated")
+               for e in errs)
