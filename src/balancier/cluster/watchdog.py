@@ -50,6 +50,9 @@ def main(argv: list[str]) -> int:
         print("usage: python -m balancier.cluster.watchdog STATE_FILE (pipe from the daemon on stdin)", file=sys.stderr)
         return 2
     state_file = argv[0]
+    # import netlink now, not after the daemon died: the import alone takes ~250 ms, all of it VIP overlap
+    import balancier.cluster.agents.vip  # noqa: F401
+
     said = b""
     while True:
         chunk = os.read(0, 64)

@@ -1,0 +1,13 @@
+"""The namespace test bed: the reference deployment rebuilt from Linux network namespaces.
+
+- ``topology``: the hosts (a bridge in its own namespace, lb1/lb2, three application servers, a
+  maintenance server, a client, a gateway), their processes, and fault injection with nftables.
+- ``probe``: the client probe (a new TCP connection and ``GET /`` every 10 ms) and the outage it saw.
+- ``deployment``: the configuration files and processes of a deployment on the bed: the portal
+  servers, ``balancier cluster`` on lb1/lb2 (``balancier:vip`` + ``balancier:proxy``) or keepalived
+  moving the same VIP in front of always-running proxies.
+- ``scenarios``: one measured event: the probe around a fault injected at a random phase (hard failure,
+  return of a node), and the exact VIP timeline of lb1/lb2 from ``ip monitor`` (double-VIP time).
+
+Used by ``tests/e2e``, ``bench/failover`` and the failure drill. Needs root and iproute2/nftables.
+"""
