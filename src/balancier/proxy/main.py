@@ -124,10 +124,11 @@ def _tune_gc() -> None:
 def _start_stats_sockets(rt: Any, config: Any, loop: asyncio.AbstractEventLoop) -> list[Any]:
     """The runtime API on each `stats socket`: created before chroot and the privilege drop, as HAProxy does.
 
-    The stats view subscribes to server events, so it is built before the checks start.
+    The stats view subscribes to server events, so it is built before the checks start. The sockets and the
+    stats pages (`stats enable`, the Prometheus exporter) share one view, so they show the same downtimes.
     """
     g = config.global_
-    if not g.stats_sockets:
+    if not g.stats_sockets and not rt.serves_stats():
         return []
     import time
 
@@ -139,6 +140,12 @@ def _start_stats_sockets(rt: Any, config: Any, loop: asyncio.AbstractEventLoop) 
     backends = [b.backend for b in rt.backends.values()]
     view = StatsView(rt.frontends, backends, config.proxies, first_id=2)
     info = info_for_runtime(rt, time.time(), time.monotonic(), __version__)
+    if rt.serves_stats():
+        import balancier.proxy.statsapplet  # noqa: F401  (imported before a chroot)
+
+        page_api = RuntimeApi(backends, rt.frontends, info, "admin", proxies=config.proxies,
+                              hooks=hooks_for_runtime(rt), view=view)
+        rt.attach_stats(view, info, page_api)
     servers = []
     for sock in g.stats_sockets:
         api = RuntimeApi(backends, rt.frontends, info, sock.level, proxies=config.proxies,

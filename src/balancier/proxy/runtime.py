@@ -118,6 +118,7 @@ class Route:
     def __init__(self, fe: FrontendRt, be: BackendRt) -> None:
         self.fe = fe
         self.be = be
+        self.stats: Any = None  # statsapplet.RouteStats when this route serves the stats page or the exporter
         fc, bc = fe.cfg, be.cfg
         self.mode = bc.mode
         self.conn_mode = max(fc.http_conn_mode, bc.http_conn_mode, key=_MODE_RANK.__getitem__)
@@ -221,6 +222,17 @@ class Runtime:
             if not be.cfg.fullconn:
                 total = sum(r.fe.maxconn for r in self.routes if r.be is be)
                 be.backend.fullconn = max(1, total // 10) if total else 0
+
+    def serves_stats(self) -> bool:
+        """A proxy has a stats page or a Prometheus exporter (so a stats view is needed)."""
+        return any(p.stats is not None or p.prometheus_path is not None for p in self.config.proxies)
+
+    def attach_stats(self, view: Any, info: Any, api: Any) -> None:
+        """Give each route that serves stats its state; `view` is the one the stats sockets read too."""
+        from balancier.proxy import statsapplet
+
+        for route in self.routes:
+            route.stats = statsapplet.route_stats(route.fe.cfg, route.be.cfg, view, api, info)
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:

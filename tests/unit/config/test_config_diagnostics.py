@@ -23,10 +23,11 @@ ALERTS = [
                                          "'httpclose'?"),
     ("frontend f\n    acl bad src 1.2.3.4\n", "x.cfg:7: unsupported keyword 'acl' in section 'frontend' (not "
                                               "implemented by balancier)"),
-    ("listen l\n    http-request deny\n", "x.cfg:7: unsupported keyword 'http-request' in section 'listen' (not "
-                                          "implemented by balancier)"),
-    ("listen l\n    stats enable\n", "x.cfg:7: unsupported keyword 'stats' in section 'listen' (not implemented by "
-                                     "balancier)"),
+    ("listen l\n    http-request deny\n", "x.cfg:7: unsupported keyword 'http-request deny' in section 'listen' "
+                                          "(not implemented by balancier; only 'http-request use-service "
+                                          "prometheus-exporter if { path <path> }' is)"),
+    ("listen l\n    stats show-legends\n", "x.cfg:7: unsupported keyword 'stats show-legends' in section 'listen' "
+                                           "(not implemented by balancier)"),
     ("listen l\n    option http-buffer-request\n", "x.cfg:7: unsupported keyword 'option http-buffer-request' in "
                                                    "section 'listen' (not implemented by balancier)"),
     ("backend b\n    balance uri\n", "x.cfg:7: unsupported keyword 'balance uri' in section 'backend' (not "

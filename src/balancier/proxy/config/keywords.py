@@ -35,8 +35,8 @@ GLOBAL_UNSUPPORTED = frozenset({
 })
 
 PROXY_UNSUPPORTED = frozenset({
-    "acl", "use_backend", "use-server", "http-request", "http-response", "http-after-response", "tcp-request",
-    "tcp-response", "tcp-check", "stick-table", "stick", "stats", "errorfile", "errorfiles", "errorloc",
+    "acl", "use_backend", "use-server", "http-response", "http-after-response", "tcp-request",
+    "tcp-response", "tcp-check", "stick-table", "stick", "errorfile", "errorfiles", "errorloc",
     "errorloc302", "errorloc303", "http-error", "redirect", "monitor", "monitor-uri", "monitor-net", "capture",
     "compression", "filter", "log-format", "log-format-sd", "error-log-format", "log-tag", "unique-id-format",
     "unique-id-header", "hash-type", "hash-balance-factor", "hash-key", "persist", "force-persist",

@@ -142,6 +142,19 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class StatsConfig:
+    """`stats enable|uri|auth|realm|refresh|admin if TRUE|hide-version`: the stats page served by the proxy."""
+
+    uri: str = "/haproxy?stats"
+    realm: str = "HAProxy Statistics"
+    auth: tuple[tuple[str, str], ...] = ()  # (user, password) pairs; empty = no authentication
+    refresh: int | None = None  # ms
+    admin: bool = False  # `stats admin if TRUE`
+    hide_version: bool = False
+    where: Where = NOWHERE
+
+
+@dataclass(frozen=True)
 class Proxy:
     """A frontend, backend or listen section after inheritance from its defaults section."""
 
@@ -168,6 +181,8 @@ class Proxy:
     persist: bool = False
     log_health_checks: bool = False
     fullconn: int = 0
+    stats: StatsConfig | None = None  # None = no stats page
+    prometheus_path: str | None = None  # `http-request use-service prometheus-exporter if { path P }`
     where: Where = NOWHERE
 
     @property

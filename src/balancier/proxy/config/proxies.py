@@ -9,10 +9,16 @@ Rules (HAProxy's cfgparse-listen.c and proxy.c, as documented in the specificati
 - Legacy keywords of the 1.3/1.4 era are accepted with a warning naming the modern form: ``clitimeout``,
   ``srvtimeout``, ``contimeout``, ``redispatch``/``redisp``, ``timeout <number>`` (read as ``timeout connect``).
 - ``no``/``default`` prefixes work only for ``option ...`` and ``log``.
+- ``stats enable|uri|auth|realm|refresh|admin|hide-version`` build the stats page settings; as in HAProxy every
+  one of them enables the page. ``stats admin`` accepts only ``if TRUE`` (no ACL engine); other ``stats`` words
+  (``show-legends``, ``show-node``, ``show-desc``, ``scope``, ``http-request``, ``bind-process``) are refused.
+- ``http-request`` accepts only ``use-service prometheus-exporter if { path <P> }``; every other rule is refused
+  naming its action.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +35,7 @@ from balancier.proxy.config.model import (
     HttpCheckExpect,
     LogTarget,
     ServerConfig,
+    StatsConfig,
     Where,
 )
 from balancier.proxy.config.options import parse_option
@@ -441,6 +448,84 @@ def _default_server(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> 
     px.default_server.update(params)
 
 
+_STATS_REFUSED = ("show-legends", "show-node", "show-desc", "scope", "http-request", "bind-process", "show-modules")
+_STATS_WORDS = ("'stats' expects 'enable', 'uri', 'auth', 'realm', 'refresh', 'admin' or 'hide-version'")
+
+
+def _stats(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    sub = args[1] if len(args) > 1 else ""
+    if sub == "socket":
+        ctx.report.alert(where, "'stats socket' is only valid in the 'global' section.")
+        return
+    if sub in _STATS_REFUSED:
+        ctx.report.alert(where, f"unsupported keyword 'stats {sub}' in section '{px.kind}' "
+                                "(not implemented by balancier)")
+        return
+    cur: StatsConfig = px.values["stats"] or StatsConfig(where=where)
+    new = _stats_rule(ctx, where, args, sub, cur)
+    if new is not None:
+        px.values["stats"] = new
+
+
+def _stats_rule(ctx: Ctx, where: Where, args: list[str], sub: str, cur: StatsConfig) -> StatsConfig | None:
+    label = f"stats {sub}"
+    if sub in ("enable", "hide-version"):
+        if not ctx.max_args(where, args, 2, label):
+            return None
+        return dataclasses.replace(cur, hide_version=True) if sub == "hide-version" else cur
+    if sub in ("uri", "realm", "auth", "refresh"):
+        if len(args) < 3 or not args[2]:
+            ctx.report.alert(where, f"'{label}' needs an argument.")
+            return None
+        if not ctx.max_args(where, args, 3, label):
+            return None
+        value = args[2]
+        if sub == "uri":
+            if not value.startswith("/"):
+                ctx.report.alert(where, f"'stats uri' expects a path starting with '/' (got '{value}').")
+                return None
+            return dataclasses.replace(cur, uri=value)
+        if sub == "realm":
+            return dataclasses.replace(cur, realm=value)
+        if sub == "auth":
+            user, sep, password = value.partition(":")
+            if not sep or not user:
+                ctx.report.alert(where, "'stats auth' expects <user>:<password> as argument.")
+                return None
+            return dataclasses.replace(cur, auth=(*cur.auth, (user, password)))
+        # a bare number is in seconds here (HAProxy reads this delay with TIME_UNIT_S)
+        ms, err, char = parse_time(value + "s" if value.isdigit() else value)
+        if err is not None:
+            ctx.report.alert(where, time_message(err, char, value, label))
+            return None
+        return dataclasses.replace(cur, refresh=ms or None)
+    if sub == "admin":
+        cond = args[2:]
+        if cond != ["if", "TRUE"]:
+            ctx.report.alert(where, "'stats admin' only supports 'if TRUE' in balancier (ACL conditions are not "
+                                    f"implemented; got '{' '.join(cond)}').")
+            return None
+        return dataclasses.replace(cur, admin=True)
+    ctx.report.alert(where, f"{_STATS_WORDS} (got '{sub}').")
+    return None
+
+
+def _http_request(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
+    action = args[1] if len(args) > 1 else ""
+    if action != "use-service":
+        ctx.report.alert(where, f"unsupported keyword 'http-request {action}' in section '{px.kind}' (not "
+                                "implemented by balancier; only 'http-request use-service prometheus-exporter "
+                                "if { path <path> }' is)")
+        return
+    rest = args[2:]
+    if (len(rest) == 6 and rest[0] == "prometheus-exporter" and rest[1:4] == ["if", "{", "path"]
+            and rest[5] == "}" and rest[4].startswith("/")):
+        px.values["prometheus_path"] = rest[4]
+        return
+    ctx.report.alert(where, "'http-request use-service' only supports 'prometheus-exporter if { path <path> }' in "
+                            f"balancier (got '{' '.join(rest)}').")
+
+
 KEYWORDS: dict[str, Handler] = {
     "mode": _mode,
     "bind": _bind,
@@ -460,6 +545,8 @@ KEYWORDS: dict[str, Handler] = {
     "cookie": _cookie,
     "server": _server,
     "default-server": _default_server,
+    "stats": _stats,
+    "http-request": _http_request,
 }
 # Words offered by the "did you mean" hint (the legacy ones are not advertised).
 SUGGESTIONS = sorted([*(k for k in KEYWORDS if k not in ("clitimeout", "srvtimeout", "contimeout", "redispatch",
