@@ -109,10 +109,13 @@ def _admin_parsers(sub: argparse._SubParsersAction) -> None:
                              help="forever (default) or until the node restarts")
         _connection_args(one)
 
-    cib = sub.add_parser("cib", help="show the CIB or set a cluster option (through the DC)")
+    cib = sub.add_parser("cib", help="show or edit the CIB, or set a cluster option (through the DC)")
     csub = cib.add_subparsers(dest="cib_command", required=True)
     show = csub.add_parser("show", help="print the CIB as JSON")
     _connection_args(show)
+    edit = csub.add_parser("edit", help="edit the CIB configuration as JSON in $VISUAL/$EDITOR (default vi), "
+                           "then send it to the DC")
+    _connection_args(edit)
     cset = csub.add_parser("set", help="set a cluster option, e.g. stickiness 100, no-quorum-policy freeze")
     cset.add_argument("key", metavar="KEY")
     cset.add_argument("value", metavar="VALUE")

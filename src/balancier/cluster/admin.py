@@ -8,6 +8,11 @@ Rules this file governs:
 - Exit codes: 0 done; 1 refused (the answer's sentence on stderr), unreachable daemon or bad
   input. ``check-cluster`` follows the monitoring plugins: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
   (daemon unreachable or unreadable answer), and prints exactly one line.
+- ``cib edit``: the CIB's configuration as pretty JSON (sorted keys, 2 spaces) in a temporary file,
+  opened with ``$VISUAL`` or ``$EDITOR`` (default ``vi``; split like a shell would, no shell); an
+  unchanged file sends nothing; invalid JSON or a configuration the model or the DC refuses is
+  reported (``FILE:LINE: message`` for JSON) and the edited file is kept for another try; accepted,
+  the resulting transition is printed and the file removed.
 - Plain blocking HTTP (http.client) with a timeout: a command-line tool needs no event loop.
 """
 
@@ -18,14 +23,18 @@ import base64
 import http.client
 import json
 import os
+import shlex
 import socket
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from typing import Any
 
 from balancier.cluster import statusfmt
 from balancier.cluster.changes import parse_lifetime
+from balancier.cluster.model import CibConfiguration
 
 DEFAULT_SOCKET = "/var/lib/balancier/admin.sock"
 
@@ -201,10 +210,64 @@ def cmd_node(args: argparse.Namespace) -> int:
     return _change(client, f"/api/node/{urllib.parse.quote(args.node, safe='')}/{args.node_command}", body)
 
 
+def _edit_text(path: str, editor: list[str]) -> int:
+    try:
+        return subprocess.run([*editor, path], check=False).returncode
+    except OSError as exc:
+        print(f"balancier: cannot run the editor {editor[0]}: {exc}", file=sys.stderr)
+        return 127
+
+
+def cmd_cib_edit(client: Client) -> int:
+    """Fetch the configuration, let $EDITOR change it, validate and send it to the DC."""
+    try:
+        status, doc = client.request("GET", "/api/cib")
+    except Unreachable as exc:
+        return _fail(str(exc))
+    if status != 200 or not isinstance(doc.get("configuration"), dict):
+        return _fail(f"refused ({status}): {doc.get('error', 'no configuration in the answer')}")
+    original = doc["configuration"]
+    fd, path = tempfile.mkstemp(prefix="balancier-cib-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(original, indent=2, sort_keys=True) + "\n")
+    editor = shlex.split(os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi") or ["vi"]
+    rc = _edit_text(path, editor)
+    if rc != 0:
+        return _fail(f"the editor {editor[0]} exited with {rc}; nothing sent (your edit is kept in {path})")
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    try:
+        edited = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return _fail(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column {exc.colno}); nothing sent, "
+                     f"your edit is kept in {path}")
+    if edited == original:
+        os.unlink(path)
+        print("cib edit: the configuration is unchanged; nothing sent")
+        return 0
+    if not isinstance(edited, dict):
+        return _fail(f"{path}:1: expected a JSON object (the configuration); nothing sent, your edit is kept")
+    try:
+        CibConfiguration.from_dict(edited)
+    except (ValueError, TypeError, KeyError) as exc:
+        return _fail(f"{path}: not a valid configuration: {exc}; nothing sent, your edit is kept in {path}")
+    try:
+        status, answer = client.request("POST", "/api/cib", {"configuration": edited})
+    except Unreachable as exc:
+        return _fail(f"{exc}; your edit is kept in {path}")
+    if status != 200 or not answer.get("ok"):
+        return _fail(f"refused ({status}): {answer.get('error', answer)}; your edit is kept in {path}")
+    os.unlink(path)
+    print(format_change(answer))
+    return 0
+
+
 def cmd_cib(args: argparse.Namespace) -> int:
     client = client_from_args(args)
     if args.cib_command == "set":
         return _change(client, "/api/cib", {"set": {args.key: args.value}})
+    if args.cib_command == "edit":
+        return cmd_cib_edit(client)
     try:
         status, doc = client.request("GET", "/api/cib")
     except Unreachable as exc:

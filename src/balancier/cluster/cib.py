@@ -246,7 +246,7 @@ def record_op(cib: Cib, op: OpResult) -> Cib:
     _check_node(cib, op.node)
     if cib.configuration.resource(op.resource) is None:
         raise CibError(f"no such primitive resource {op.resource!r}")
-    if op.op not in ("start", "stop", "monitor", "probe"):
+    if op.op not in ("start", "stop", "monitor", "probe", "reload"):
         raise CibError(f"unknown operation {op.op!r}")
     if op.call_id <= 0:
         last = max((o.call_id for r in cib.status.resources if r.node == op.node for o in r.ops), default=0)

@@ -24,6 +24,9 @@ Rules this file governs (ha.cf + authkeys + the initial CIB of the reference dep
   exist and be readable by its owner only (mode 0600), or we refuse to start, as Heartbeat does.
 - ``fence_command`` (a string or a list): run with the lost node's name appended before that node's
   resources are recovered elsewhere; configuring it enables fencing (``stonith_enabled``).
+- ``[cluster] notify_command`` (a string split like a shell would, or a list; never run through a
+  shell): run on role changes with the event's arguments appended (notify.py); relative paths are
+  resolved against the configuration file's directory. ``notify_timeout`` bounds it (default 10s).
 - Errors read ``FILE:LINE: key.path: message``; every error is reported, in file order.
 """
 
@@ -57,7 +60,7 @@ from balancier.cluster.transport import Keyring, Medium
 
 CLUSTER_KEYS = {"name", "keepalive", "warntime", "deadtime", "initdead", "port", "transport", "mcast_group",
                 "mcast_ttl", "mcast_interface", "bcast_interface", "bcast_address", "authkey_file", "ping",
-                "auto_failback"}
+                "auto_failback", "notify_command", "notify_timeout"}
 OPTION_KEYS = {"stickiness", "no_quorum_policy", "symmetric_cluster", "migration_threshold", "failure_timeout",
                "fence_command", "start_failure_is_fatal"}
 TOP_KEYS = {"cluster", "options", "node", "resource", "group", "location", "colocation", "order", "api"}
@@ -113,6 +116,8 @@ class ClusterConfig:
     configuration: CibConfiguration
     api_listen: tuple[str, int] | None = None  # [api] listen: host, port of the admin HTTP API
     api_auth_file: str | None = None  # [api] auth_file (absolute)
+    notify_command: tuple[str, ...] | None = None  # [cluster] notify_command, split into argv
+    notify_timeout_ms: int = 10_000
 
     def api_listen_for(self, me: str) -> tuple[str, int] | None:
         """Where node `me` serves the admin HTTP API: its own [[node]] api, else [api] listen."""
@@ -436,6 +441,18 @@ def _build(path: Path, data: dict[str, Any], err: _Errors) -> ClusterConfig | No
             err.add("cluster.ping", f"bad target {t!r}: expected \"ip\" (ICMP) or \"ip:port\" (TCP)")
     auto_failback = _typed(err, "cluster.auto_failback", cl.get("auto_failback", True), bool, "true or false")
 
+    notify_raw = cl.get("notify_command")
+    notify: tuple[str, ...] | None = None
+    if isinstance(notify_raw, str) and notify_raw.strip():
+        notify = tuple(shlex.split(notify_raw))
+    elif isinstance(notify_raw, list) and notify_raw and all(isinstance(a, str) and a for a in notify_raw):
+        notify = tuple(notify_raw)
+    elif notify_raw is not None:
+        err.add("cluster.notify_command", "expected a command line string or a non-empty list of arguments")
+    if notify is not None and "/" in notify[0] and not os.path.isabs(notify[0]):
+        notify = (str(path.parent / notify[0]), *notify[1:])
+    notify_timeout = _duration(err, "cluster.notify_timeout", cl.get("notify_timeout", "10s"))
+
     nodes = _nodes(err, data, port or 694)
     options, fence = _options(err, data, auto_failback, bool(ping))
     conf = _resources(err, data, nodes, options)
@@ -448,7 +465,8 @@ def _build(path: Path, data: dict[str, Any], err: _Errors) -> ClusterConfig | No
         initdead_ms=initdead, port=port, media=tuple(media), mcast_group=mcast_group, mcast_ttl=mcast_ttl or 1,
         mcast_interface=mcast_interface, bcast_interface=bcast_interface, bcast_address=bcast_address,
         authkey_file=keyfile or "", keyring=keyring, ping=tuple(ping), auto_failback=bool(auto_failback),
-        fence_command=fence, nodes=nodes, configuration=conf, api_listen=api_listen, api_auth_file=api_auth)
+        fence_command=fence, nodes=nodes, configuration=conf, api_listen=api_listen, api_auth_file=api_auth,
+        notify_command=notify, notify_timeout_ms=notify_timeout or 10_000)
 
 
 def _api(err: _Errors, data: dict[str, Any], path: Path) -> tuple[tuple[str, int] | None, str | None]:
@@ -575,8 +593,8 @@ def _ops(err: _Errors, key: str, value: Any) -> tuple[OpConfig, ...]:
         specs = spec if isinstance(spec, list) else [spec]
         for j, s in enumerate(specs):
             k = f"{key}.{op_name}" + (f"[{j}]" if isinstance(spec, list) else "")
-            if op_name not in ("start", "stop", "monitor"):
-                err.add(k, "unsupported operation (expected start, stop or monitor)")
+            if op_name not in ("start", "stop", "monitor", "reload"):
+                err.add(k, "unsupported operation (expected start, stop, monitor or reload)")
                 continue
             if not isinstance(s, dict):
                 err.add(k, "expected a table")

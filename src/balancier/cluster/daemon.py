@@ -30,6 +30,14 @@ Rules:
 - Recurring monitors run where the resource started (the policy engine asks for them after the
   start); a monitor failure is a result like any other, and the policy engine decides (restart in
   place while below migration-threshold, else move).
+- Definition changes (definition.py, policy_actions.py): every result this node reports carries the
+  digest of the parameters it ran with, of the file its agent reads (balancier:proxy's
+  configuration) and whether the agent can reload. A file changed under a running resource makes
+  the node run its recurring monitor at once, so the DC sees the new digest; the policy engine then
+  schedules a reload (or a restart). After a reload the recurring monitors use the new definition.
+- Notify hook (notify.py, ``[cluster] notify_command``): dc-elected/dc-lost when this node gains or
+  loses the DC role, node-up/node-dead for peers, resource-started/stopped/failed for operations run
+  here, resource-moved on the DC. Queued, run in the background, bounded; never waited for.
 - Probing: when a node joins, restarts or returns (and for the DC's own node when it becomes DC)
   the DC forgets that node's resource history, so the policy engine probes every resource there
   (a one-shot monitor) before placing anything on it: a resource already running is found. Call
@@ -91,11 +99,13 @@ from balancier.cluster import cib as cibops
 from balancier.cluster import watchdog
 from balancier.cluster.config import ClusterConfig
 from balancier.cluster.daemon_actions import SHUTDOWN_TIMEOUT, DaemonActions
+from balancier.cluster.definition import Definitions
 from balancier.cluster.election import elect, has_quorum
 from balancier.cluster.executor import Executor
 from balancier.cluster.graph import Graph
 from balancier.cluster.membership import DEAD, MemberEvent, Membership
-from balancier.cluster.model import Cib, OpResult
+from balancier.cluster.model import Cib, OpResult, ResourceConfig
+from balancier.cluster.notify import Notifier
 from balancier.cluster.ping import PingScore, probe
 from balancier.cluster.reliable import Reliable
 from balancier.cluster.transport import Envelope, Receiver, Transport, encode
@@ -190,6 +200,11 @@ class Daemon(DaemonActions):
                                  ocf_root=os.environ.get("OCF_ROOT", "/usr/lib/ocf"),
                                  first_call_id=self.generation * CALL_IDS_PER_BOOT + 1)
         self.executor.configure(self.cib.configuration.resources)
+        self.definitions = Definitions(self.executor.agent)
+        self.op_resources: dict[str, ResourceConfig] = {}  # the definition each resource last ran with here
+        self.ops_running: dict[str, int] = {}  # actions in progress per resource (the watch leaves them be)
+        self.notifier = Notifier(cfg.notify_command, cfg.name, me, cfg.notify_timeout_ms)
+        self.last_home: dict[str, str] = {}  # DC: where each resource last started (resource-moved)
         self.graph: Graph | None = None
         self.graphs_run = 0
         self.unsent_results: list[OpResult] = []  # results waiting for a DC to exist
@@ -376,6 +391,10 @@ class Daemon(DaemonActions):
                     self.peer_cib.pop(e.node, None)
                 if self.cib_request and self.cib_request[0] == e.node:
                     self.cib_request = None
+            if e.kind in ("up", "return", "restart") and e.node != self.me:
+                self.notifier.notify("node-up", e.node, None, e.sentence)
+            elif e.kind in ("dead", "left") and e.node != self.me:
+                self.notifier.notify("node-dead", e.node, None, e.sentence)
             if e.kind == "dead" and self.cfg.fence_command:
                 self.unclean.add(e.node)
             if e.kind in ("up", "return", "left") and e.node in self.unclean and e.node not in self.fencing:
@@ -403,6 +422,7 @@ class Daemon(DaemonActions):
                                 "sentence": election.sentence})
             if self.dc == self.me:
                 log.info("%s stepping down as DC", self.me, extra={"component": "election"})
+                self.notifier.notify("dc-lost", self.me, None, f"{self.me} is no longer the DC: {election.sentence}")
                 self.pushed.clear()
                 self.cib_request = None
                 if self.graph is not None:  # results still running are reported to the next DC
@@ -410,6 +430,7 @@ class Daemon(DaemonActions):
                     self.graph = None
                 self.leaving.clear()
             if election.dc == self.me:
+                self.notifier.notify("dc-elected", self.me, None, f"{self.me} is the DC: {election.sentence}")
                 self.rejoined.add(self.me)  # a new DC re-probes its own node: trust what runs, not history
                 self.scheduled_version = None
             self.dc = election.dc
@@ -684,6 +705,7 @@ class Daemon(DaemonActions):
                  "initdead %d ms", self.me, self.generation, len(self.cfg.nodes), "+".join(self.cfg.media),
                  self.cfg.keepalive_ms, self.cfg.deadtime_ms, self.cfg.initdead_ms, extra={"component": "daemon"})
         pinger = loop.create_task(self._ping_loop()) if self.cfg.ping else None
+        watcher = loop.create_task(self._definition_watch())
         from balancier.cluster.api import AdminApi
 
         self.api = AdminApi(self)
@@ -723,11 +745,13 @@ class Daemon(DaemonActions):
             log.info("node %s leaving the cluster (clean shutdown)", self.me, extra={"component": "daemon"})
             if pinger is not None:
                 pinger.cancel()
+            watcher.cancel()
             for task in list(self.fencing.values()):
                 task.cancel()
             for task in list(self.tasks):
                 task.cancel()
             await self.executor.close()
+            await self.notifier.close()
             if self.api is not None:
                 await self.api.close()
             self.state_sentence = "stopped"

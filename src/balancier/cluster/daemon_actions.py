@@ -20,10 +20,12 @@ from balancier.cluster import cib as cibops
 from balancier.cluster import statusfmt
 from balancier.cluster.changes import ChangeError, apply_change, describe
 from balancier.cluster.config import ClusterConfig
+from balancier.cluster.definition import Definitions
 from balancier.cluster.executor import Executor
 from balancier.cluster.graph import Graph
 from balancier.cluster.membership import Membership
 from balancier.cluster.model import Cib, OpResult, ResourceConfig
+from balancier.cluster.notify import Notifier
 
 log = logging.getLogger("balancier.cluster")
 
@@ -74,6 +76,11 @@ class DaemonActions:
     shutdown_since: float | None
     shutdown_asked: str | None
     shutdown_granted: bool
+    definitions: Definitions
+    op_resources: dict[str, ResourceConfig]
+    ops_running: dict[str, int]
+    notifier: Notifier
+    last_home: dict[str, str]
     _wake: asyncio.Event
     _stopping: bool
     _adopt: Callable[[Cib, str], None]
@@ -142,12 +149,67 @@ class DaemonActions:
 
     def _run_local(self, op: _Op, res: ResourceConfig) -> None:
         """Run an action on this node's executor; its result comes back through the report callback."""
-        task = asyncio.get_running_loop().create_task(self.executor.execute(op, res))
+        task = asyncio.get_running_loop().create_task(self._execute(op, res))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
+    async def _execute(self, op: _Op, res: ResourceConfig) -> None:
+        self.op_resources[res.id] = res
+        self.ops_running[res.id] = self.ops_running.get(res.id, 0) + 1
+        try:
+            await self.definitions.learn(res)  # before the result is stamped: can its agent reload?
+            result = await self.executor.execute(op, res)
+        finally:
+            self.ops_running[res.id] -= 1
+        if op.kind == "reload" and result.ok:
+            # the recurring monitors still check the old definition (e.g. the old file's listeners)
+            for rid, interval in self.executor.monitors():
+                if rid == res.id:
+                    mon = res.op("monitor", interval)
+                    self.executor.start_monitor(res, interval, mon.timeout_ms if mon is not None else 20_000)
+
+    async def _definition_watch(self, period: float = 1.0) -> None:
+        """Run a resource's recurring monitor at once when the file its agent reads changed (definition.py)."""
+        busy: set[str] = set()
+
+        async def refresh(res: ResourceConfig, interval: int) -> None:
+            try:
+                mon = res.op("monitor", interval)
+                await self.executor.run(res, "monitor", mon.timeout_ms if mon is not None else 20_000, interval)
+            finally:
+                busy.discard(res.id)
+        while True:
+            await asyncio.sleep(period)
+            for rid, interval in self.executor.monitors():
+                res = self.op_resources.get(rid)
+                if res is None or rid in busy or self.ops_running.get(rid) or not self.definitions.changed(res):
+                    continue
+                log.info("the definition of %s changed on disk: monitoring it now", rid,
+                         extra={"component": "executor"})
+                busy.add(rid)
+                task = asyncio.get_running_loop().create_task(refresh(res, interval))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    def _notify_result(self, result: OpResult) -> None:
+        """Hook events for an operation on this node (notify.py)."""
+        if result.op == "start" and result.ok:
+            self.notifier.notify("resource-started", result.node, result.resource,
+                                 f"{result.resource} started on {result.node}")
+        elif result.op == "stop" and result.ok:
+            self.notifier.notify("resource-stopped", result.node, result.resource,
+                                 f"{result.resource} stopped on {result.node}")
+        elif not result.ok:
+            how = "timed out" if result.timed_out else f"failed (rc={result.rc})"
+            what = "probe" if result.is_probe else result.op
+            self.notifier.notify("resource-failed", result.node, result.resource,
+                                 f"{what} of {result.resource} on {result.node} {how}")
+
     def _on_local_result(self, result: OpResult) -> None:
         """The executor's report callback: a result goes to the DC (recorded at once when we are it)."""
+        result = self.definitions.stamp(result, self.op_resources.get(result.resource)
+                                        or self.executor.resource(result.resource))
+        self._notify_result(result)
         if self.dc == self.me:
             self._record(result)
         else:
@@ -172,6 +234,12 @@ class DaemonActions:
                         extra={"component": "executor"})
             return
         self._adopt(new, f"{result.op} {result.resource} on {result.node}")
+        if result.op == "start" and result.ok:
+            home = self.last_home.get(result.resource)
+            if home is not None and home != result.node:
+                self.notifier.notify("resource-moved", result.node, result.resource,
+                                     f"{result.resource} moved from {home} to {result.node}")
+            self.last_home[result.resource] = result.node
         if not result.ok:
             self.failures[(result.resource, result.node, result.op, result.interval_ms)] = result
         self.failures = {k: f for k, f in self.failures.items() if f in self._current_failures()}

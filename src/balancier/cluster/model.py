@@ -16,6 +16,8 @@ Rules this file governs:
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 
 from balancier.cluster.model_json import Serialisable as _Serialisable
@@ -138,6 +140,12 @@ class ResourceConfig(_Serialisable):
             if op.name == name and (interval_ms is None or op.interval_ms == interval_ms):
                 return op
         return None
+
+    @property
+    def params_digest(self) -> str:
+        """A short digest of the agent and its parameters: a change means the running instance is stale."""
+        text = json.dumps([self.agent, sorted(self.params)], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def recurring_monitors(self) -> tuple[OpConfig, ...]:
@@ -294,7 +302,7 @@ class CibConfiguration(_Serialisable):
                 out.append(f"resource {r.id!r}: {exc}")
             keys = set()
             for op in r.ops:
-                if op.name not in ("start", "stop", "monitor"):
+                if op.name not in ("start", "stop", "monitor", "reload"):
                     out.append(f"resource {r.id!r}: unsupported operation {op.name!r}")
                 if (op.name, op.interval_ms) in keys:
                     out.append(f"resource {r.id!r}: operation {op.name} interval {op.interval_ms}ms twice")
@@ -398,7 +406,15 @@ class NodeStatus(_Serialisable):
 
 @dataclass(frozen=True)
 class OpResult(_Serialisable):
-    """One executed operation. op 'probe' is a one-shot monitor (interval 0) run when a node joins."""
+    """One executed operation. op 'probe' is a one-shot monitor (interval 0) run when a node joins.
+
+    The node fills the definition fields: params_digest (ResourceConfig.params_digest of the
+    definition the operation ran with), file_digest (the agent's digest of what it reads besides
+    its parameters, e.g. balancier:proxy's configuration file, as seen when the operation ran; ""
+    when the agent reads nothing else) and reloadable (the agent can apply a changed definition
+    with a `reload`). A start or reload records what the running instance applied; a later
+    monitor records what the node sees now, so the policy engine can tell that it is stale.
+    """
 
     resource: str
     node: str
@@ -410,6 +426,9 @@ class OpResult(_Serialisable):
     exec_ms: int = 0
     output: str = ""
     timed_out: bool = False
+    params_digest: str = ""
+    file_digest: str = ""
+    reloadable: bool = False
 
     @property
     def is_probe(self) -> bool:
@@ -477,7 +496,7 @@ class ResourceStatus(_Serialisable):
             if last.rc in (OCF.NOT_RUNNING, OCF.ERR_INSTALLED) and not last.timed_out:
                 return "stopped"
             return "started" if last.ok else "failed"
-        if last.op == "start":
+        if last.op in ("start", "reload"):
             return "started" if last.ok else "failed"
         # recurring monitor
         if last.ok:

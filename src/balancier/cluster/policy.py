@@ -35,7 +35,7 @@ It follows Pacemaker's scheduler (spec cluster.md §4.5) in this order, each ste
    Unmanaged (is-managed=false) and blocked resources stay where they are, untouched.
 
 Actions (policy_actions.py) then turn current state + placement into starts, stops, monitors,
-probes, fences and fail-count clearings with their dependencies. Every decision adds one sentence
+probes, reloads (a stale definition), fences and fail-count clearings with their dependencies. Every decision adds one sentence
 to Transition.reasons, in the order the decisions were made.
 """
 
@@ -62,7 +62,7 @@ class Action:
     """One step of a transition. inputs: ids of the actions that must complete before this one."""
 
     id: int
-    kind: str  # start | stop | monitor | probe | fence | clear_failcount
+    kind: str  # start | stop | monitor | probe | reload | fence | clear_failcount
     resource: str | None
     node: str
     interval_ms: int = 0
@@ -151,6 +151,7 @@ class World:
     reasons: list[str] = field(default_factory=list)
     clear: list[tuple[str, str]] = field(default_factory=list)  # (resource, node) fail counts to clear
     probes: list[tuple[str, str]] = field(default_factory=list)
+    reloads: list[tuple[str, str]] = field(default_factory=list)  # (resource, node) to reload in place
     assigned_count: dict[str, int] = field(default_factory=dict)
     recheck: list[float] = field(default_factory=list)
 

@@ -7,13 +7,19 @@ Rules (Pacemaker's implicit orderings, spec cluster.md §2.5, §3.3, §3.4, §4.
 - Restarts propagate: when a group member stops, every later member that stays must stop and start
   again too; the same holds along Mandatory order constraints (first restarts -> then restarts).
 - Without quorum (freeze) or while waiting for the peer, nothing is started or restarted.
+- Definition changes (spec §2.5): a resource staying where it runs whose definition is stale is
+  reloaded when its agent can (balancier:proxy; OCF agents advertising reload), else restarted
+  (stop, then start). Stale: the parameters of its last successful start/reload (or of the probe
+  that found it) differ from the configuration's, or a monitor since then saw another digest of
+  what the agent reads besides its parameters (a changed configuration file). Results without
+  digests (older nodes) are never stale. A failed reload is a failure like any other (restart).
 - Orderings: every stop of a resource precedes its start; probes of a resource precede its start;
   fencing precedes every start; a cleared fail count precedes the start on that node; a start
   precedes its recurring monitors; group members start in order and stop in reverse; order
   constraints (Mandatory, Optional, Serialize) put `then` starts after `first` starts and, when
   symmetrical, `first` stops after `then` stops.
 - Ids are positions in a deterministic topological order: creation order (fence, probe,
-  clear_failcount, stop, start, monitor; units in configuration order) breaks ties.
+  clear_failcount, stop, reload, start, monitor; units in configuration order) breaks ties.
 """
 
 from __future__ import annotations
@@ -58,6 +64,25 @@ def _failure(w: World, p: Prim, node: str) -> str:
     return f"its {what} {how}{count}"
 
 
+def stale_definition(w: World, p: Prim, node: str) -> tuple[str, bool] | None:
+    """(why, reloadable) when the instance of p on node no longer matches its definition; else None."""
+    r = w.conf.resource(p.id)
+    if r is None:
+        return None
+    rs = w.cib.resource_status(p.id, node)
+    applied = max((o for o in rs.ops if o.ok and (o.op in ("start", "reload") or (o.is_probe and o.rc in (0, 190)))),
+                  key=lambda o: o.call_id, default=None)
+    if applied is None:
+        return None
+    if applied.params_digest and applied.params_digest != r.params_digest:
+        return "its parameters changed", applied.reloadable
+    seen = max((o for o in rs.ops if o.op == "monitor" and o.call_id > applied.call_id and o.file_digest),
+               key=lambda o: o.call_id, default=None)
+    if applied.file_digest and seen is not None and seen.file_digest != applied.file_digest:
+        return "its configuration changed", applied.reloadable
+    return None
+
+
 def _plan(w: World) -> dict[str, _Plan]:
     plans: dict[str, _Plan] = {}
     normal = w.mode == "normal"
@@ -91,6 +116,15 @@ def _plan(w: World) -> dict[str, _Plan]:
                     plan.stops.append(target)
                     plan.start = True
                     w.say(f"restarting {p.id} on {target}: {_failure(w, p, target)}")
+                elif normal and p.states.get(target) == "started":
+                    stale = stale_definition(w, p, target)
+                    if stale is not None and stale[1]:
+                        w.reloads.append((p.id, target))
+                        w.say(f"reloading {p.id} on {target}: {stale[0]}")
+                    elif stale is not None:
+                        plan.stops.append(target)
+                        plan.start = True
+                        w.say(f"restarting {p.id} on {target}: {stale[0]} and its agent cannot reload")
             elif normal:
                 plan.start = True
             else:
@@ -152,6 +186,9 @@ def build_actions(w: World) -> tuple[Action, ...]:
         for p in reversed(unit.members):
             for n in sorted(plans[p.id].stops, key=w.nodes.index):
                 stops.setdefault(p.id, []).append(new(_Draft("stop", p.id, n, 0, _op_timeout(w, p.id, "stop"))))
+    for rid, n in w.reloads:
+        if n not in plans[rid].stops:  # a restart (e.g. of an earlier group member) supersedes the reload
+            new(_Draft("reload", rid, n, 0, _op_timeout(w, rid, "reload")))
     starts: dict[str, int] = {}
     for unit in w.units:
         for p in unit.members:

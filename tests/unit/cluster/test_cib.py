@@ -147,8 +147,8 @@ def test_record_op_numbers_calls_and_forgets_cancelled_monitors() -> None:
     assert [(o.op, o.call_id) for o in cib.resource_status("vip", "lb1").ops] == [("start", 1), ("stop", 3)]
     with pytest.raises(CibError, match="no such primitive resource 'esup'"):
         C.record_op(cib, OpResult("esup", "lb1", "start", 0))
-    with pytest.raises(CibError, match="unknown operation 'reload'"):
-        C.record_op(cib, OpResult("vip", "lb1", "reload", 0))
+    with pytest.raises(CibError, match="unknown operation 'promote'"):
+        C.record_op(cib, OpResult("vip", "lb1", "promote", 0))
 
 
 def test_cleanup_forgets_history_of_group_members() -> None:

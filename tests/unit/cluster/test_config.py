@@ -105,7 +105,7 @@ def test_several_errors_are_all_reported_with_their_lines(keydir: Path) -> None:
     rest = NODES + (
         '\n[[node]]\nname = "lb1"\naddress = "10.0.0.3:99999"\n'
         '\n[[resource]]\nid = "vip"\nagent = "balancier:vip"\nop.monitor = { interval = "2s", timeout = "5s" }\n'
-        'op.reload = { timeout = "5s" }\nmeta = { resource_stickiness = 100, flavour = "x" }\n'
+        'op.promote = { timeout = "5s" }\nmeta = { resource_stickiness = 100, flavour = "x" }\n'
         '\n[[group]]\nid = "g"\nresources = ["vip", "ghost"]\n'
         '\n[options]\nno_quorum_policy = "panic"\nstickyness = 3\n')
     got = [e.replace(str(keydir) + "/", "") for e in errors_of(write(keydir, "", rest))]
@@ -113,7 +113,7 @@ def test_several_errors_are_all_reported_with_their_lines(keydir: Path) -> None:
         "cluster.toml:15: node[2].address: bad address '10.0.0.3:99999': expected \"ip\" or \"ip:port\"",
         "cluster.toml:17: resource[0]: resource 'vip': unsupported meta-attribute 'flavour'",
         "cluster.toml:20: resource[0].op.monitor.timeout: must be shorter than the interval (2000ms)",
-        "cluster.toml:21: resource[0].op.reload: unsupported operation (expected start, stop or monitor)",
+        "cluster.toml:21: resource[0].op.promote: unsupported operation (expected start, stop, monitor or reload)",
         "cluster.toml:24: group[0]: group 'g': unknown resource 'ghost'",
         "cluster.toml:29: options.no_quorum_policy: 'panic': expected stop, ignore or freeze",
         "cluster.toml:30: options.stickyness: unknown key (did you mean 'stickiness'?)",
