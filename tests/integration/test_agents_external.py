@@ -24,6 +24,7 @@ from balancier.cluster.agents.lsb_check import lsb_compliance
 from balancier.cluster.agents.registry import agent_for
 from balancier.cluster.executor import Executor
 from balancier.cluster.model import OpResult, ResourceConfig
+
 from support.backends import free_port
 
 DUMMY = "/usr/lib/ocf/resource.d/heartbeat/Dummy"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from balancier.cluster.agents.proxy import read_pid
+
 from support.backends import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,6 +22,7 @@ import pytest
 from balancier.cluster.agents.proxy import ProxyAgent, pid_alive, read_pid
 from balancier.cluster.executor import Executor
 from balancier.cluster.model import OpResult, ResourceConfig
+
 from support.backends import free_port
 
 

@@ -17,6 +17,7 @@ from balancier.proxy.checker import Checker
 from balancier.proxy.config.model import Balance, HttpCheck, LogTarget, Proxy, ServerConfig, Timeouts
 from balancier.proxy.logs import Logger
 from balancier.proxy.servers import Backend, Server
+
 from support.syslog import SyslogReceiver
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from cluster_harness import ADMIN_TOKEN, READ_TOKEN, AdminCluster
 
 GOLDEN = Path(__file__).parent / "golden"

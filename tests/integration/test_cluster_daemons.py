@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from balancier.cluster.transport import Envelope, Keyring, decode, encode
+
 from cluster_harness import FLAG_AGENT
 
 SECRET = "integration-secret"

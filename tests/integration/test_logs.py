@@ -12,6 +12,7 @@ import pytest
 
 from balancier.proxy.config.model import LogTarget
 from balancier.proxy.logs import ALERT, EMERG, INFO, NOTICE, WARNING, HttpLogRecord, Logger, TcpLogRecord
+
 from support.http import get
 from support.syslog import SyslogReceiver
 

@@ -36,6 +36,7 @@ from balancier.proxy.servers import Backend
 from balancier.proxy.stats import ProcessInfo
 from balancier.proxy.statsock import StatsSocketServer, parse_address
 from balancier.proxy_cli import query
+
 from support.backends import free_port
 
 CFG = """\

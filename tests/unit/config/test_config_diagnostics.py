@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from proxycfg_helpers import HTTP_DEFAULTS, errors, parse
 
 FE = "frontend f\n    bind :80\n    default_backend b\n"

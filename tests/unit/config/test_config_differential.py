@@ -13,9 +13,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from proxycfg_helpers import HTTP_DEFAULTS
 
 from balancier.proxy.config import run_check
+
+from proxycfg_helpers import HTTP_DEFAULTS
 
 HAPROXY = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="Debian's haproxy is not installed (reference parser)")

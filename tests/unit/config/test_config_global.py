@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxycfg_helpers import errors, parse_ok
 
 from balancier.proxy.config.model import LogTarget, Where
+
+from proxycfg_helpers import errors, parse_ok
 
 GLOBAL_VALUES: list[tuple[str, str, Any]] = [
     ("daemon", "daemon", True),

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxycfg_helpers import HTTP_DEFAULTS, one_proxy, parse_ok
 
 from balancier.proxy.config.model import (
     Balance,
@@ -16,6 +15,8 @@ from balancier.proxy.config.model import (
     HttpCheckExpect,
     Proxy,
 )
+
+from proxycfg_helpers import HTTP_DEFAULTS, one_proxy, parse_ok
 
 Get = Callable[[Proxy], Any]
 

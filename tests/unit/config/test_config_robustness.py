@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from proxycfg_helpers import HTTP_DEFAULTS, errors, fake_resolve
 
 from balancier.proxy.config import ConfigError, load
 from balancier.proxy.config.keywords import (
@@ -22,6 +21,8 @@ from balancier.proxy.config.keywords import (
     PROXY_UNSUPPORTED,
     SERVER_UNSUPPORTED,
 )
+
+from proxycfg_helpers import HTTP_DEFAULTS, errors, fake_resolve
 
 
 @pytest.mark.parametrize("kw", sorted(PROXY_UNSUPPORTED))

@@ -10,9 +10,10 @@ import io
 from pathlib import Path
 
 import pytest
-from proxycfg_helpers import fake_resolve, render
 
 from balancier.proxy.config import ConfigError, load, run_check
+
+from proxycfg_helpers import fake_resolve, render
 
 DATA = Path(__file__).parent / "data"
 

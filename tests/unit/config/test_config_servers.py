@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from proxycfg_helpers import HTTP_DEFAULTS, errors, one_proxy
 
 from balancier.proxy.config.model import ServerConfig
+
+from proxycfg_helpers import HTTP_DEFAULTS, errors, one_proxy
 
 ADDRESSES = [
     ("127.0.0.1:80", ("127.0.0.1", 80)),

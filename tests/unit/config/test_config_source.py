@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from proxycfg_helpers import HTTP_DEFAULTS, errors, fake_resolve, parse, parse_ok, render
 
 from balancier.proxy.config import ConfigError, load
 from balancier.proxy.config.conditions import ConditionError, evaluate
+
+from proxycfg_helpers import HTTP_DEFAULTS, errors, fake_resolve, parse, parse_ok, render
 
 
 def test_missing_lf_on_last_line(tmp_path: Path) -> None:

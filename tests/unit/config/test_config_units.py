@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from proxycfg_helpers import errors, one_proxy
 
 from balancier.proxy.config.units import TimeError, parse_size, parse_time, parse_uint
+
+from proxycfg_helpers import errors, one_proxy
 
 TIMES = [
     ("0", 0), ("1", 1), ("5000", 5000), ("1us", 1), ("999us", 1), ("1000us", 1), ("1001us", 2), ("1500us", 2),

@@ -7,9 +7,10 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from proxy_builders import make_backend
 
 from balancier.proxy.balance import source_hash, static_weight_divisor
+
+from proxy_builders import make_backend
 
 
 def picks(be, n: int, ip: str = "127.0.0.1") -> list[str]:

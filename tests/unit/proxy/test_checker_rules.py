@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from proxy_builders import make_backend
 
 from balancier.proxy.checker import Checker, CheckResult, check_request, judge_http, transition_message
 from balancier.proxy.config.model import HttpCheck, HttpCheckExpect
 from balancier.proxy.logs import ALERT, EMERG, NOTICE, Logger
+
+from proxy_builders import make_backend
 
 
 class RecordingLogger(Logger):

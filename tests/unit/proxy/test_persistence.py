@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from proxy_builders import make_backend
 
 from balancier.proxy.config.model import CookieConfig
 from balancier.proxy.persistence import (
@@ -14,6 +13,8 @@ from balancier.proxy.persistence import (
     on_request,
     on_response,
 )
+
+from proxy_builders import make_backend
 
 NOW = 1795683588.0  # encode_date(NOW) == "awf1B", the date of the spec's observed cookie
 

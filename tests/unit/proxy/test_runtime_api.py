@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from proxy_builders import FakeClock
 
 from balancier.proxy.checker import transition_message
 from balancier.proxy.config import load
@@ -16,6 +15,8 @@ from balancier.proxy.runtime import FrontendRt
 from balancier.proxy.runtime_api import RuntimeApi, RuntimeHooks, Session, SessionInfo, split_commands
 from balancier.proxy.servers import Backend, Server, ServerEvent
 from balancier.proxy.stats import ProcessInfo, StatsView
+
+from proxy_builders import FakeClock
 
 SEED_CFG = """\
 defaults

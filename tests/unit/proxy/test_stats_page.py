@@ -177,10 +177,10 @@ def test_admin_post_denied_without_admin(world: World) -> None:
 
 
 def test_names_are_escaped() -> None:
-    from proxy_builders import FakeClock, make_backend
-
     from balancier.proxy.runtime_api import RuntimeApi
     from balancier.proxy.stats import StatsView
+
+    from proxy_builders import FakeClock, make_backend
 
     clock = FakeClock()
     be = make_backend([("s&1", 1)], name="b<x>", clock=clock)
