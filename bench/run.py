@@ -43,7 +43,8 @@ MODES = {
     "close-reuse": ("4", ["-H", "Connection: close"], "Connection: close clients, http-reuse always"),
 }
 # Port layout of the reference: nginx 9001-9004; HAProxy nbthread 1 on 810x. balancier gets 850x.
-PORT_BASE = {"haproxy": 8100, "balancier": 8500}
+PORT_BASE = {"haproxy": 8100, "balancier": 8500, "balancier-plain": 8600}
+# "balancier-plain": the same proxy without cookie persistence and health checks, to measure what they cost
 
 
 # ---- tools ---------------------------------------------------------------------------------------------
@@ -112,19 +113,19 @@ http {{ access_log off; default_type text/plain; keepalive_timeout 65s; keepaliv
 def proxy_conf(impl: str, workdir: Path, backend_ports: list[int], stats_socket: bool = True) -> str:
     """The reference's HAProxy configuration (listen _3 httpclose and _4 http-reuse always)."""
     base = PORT_BASE[impl]
+    plain = impl.endswith("-plain")
     servers = "\n".join(
-        f"    server web{c} 127.0.0.1:{p} cookie {c} "
-        + ("backup " if c == "D" else f"weight {w} ") + "check inter 5000 rise 1 fall 3"
+        f"    server web{c} 127.0.0.1:{p} " + ("" if plain else f"cookie {c} ")
+        + ("backup " if c == "D" else f"weight {w} ") + ("" if plain else "check inter 5000 rise 1 fall 3")
         for c, p, w in zip("ABCD", backend_ports, (256, 128, 1, 0), strict=True))
+    persistence = "" if plain else "    cookie JSESSIONID prefix\n    option httpchk HEAD / HTTP/1.0\n"
     sections = []
     for suffix, extra in (("3", "option httpclose"), ("4", "http-reuse always")):
         sections.append(f"""listen webfarm_{suffix}
     bind 127.0.0.1:{base + int(suffix)}
     {extra}
     balance roundrobin
-    cookie JSESSIONID prefix
-    option httpchk HEAD / HTTP/1.0
-{servers}
+{persistence}{servers}
 """)
     stats = f"    stats socket {workdir}/{impl}.sock\n" if stats_socket else ""
     return f"""global
@@ -147,7 +148,7 @@ defaults
 
 def proxy_command(impl: str, cfg: Path, check_only: bool = False) -> list[str]:
     flag = "-c" if check_only else "-db"
-    if impl == "haproxy":
+    if impl.startswith("haproxy"):
         return [tool("haproxy"), flag, "-f", str(cfg)]
     return [sys.executable, "-m", "balancier", "proxy", flag, "-f", str(cfg)]
 
