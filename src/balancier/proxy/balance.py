@@ -193,6 +193,30 @@ class Fwrr:
     def pick(self, client_ip: str = "", avoid: Any = None) -> Any:
         if self.next_weight == 0:
             return None  # no usable server in this group
+        if avoid is None and self.curr_weight:
+            # Fast path, the first turn of the loop below when it takes the head of `curr`: same steps, fewer calls.
+            items = self.curr.items
+            if items:
+                h = items[0][2]
+                s = h.srv
+                w = h.cur_eweight
+                if w and h.npos <= self.curr_pos and (not s.cfg.maxconn or not s.saturated):
+                    # _update_position(h), inline
+                    if not h.npos:
+                        h.npos = self.curr_pos
+                    h.lpos = h.npos
+                    nw = self.next_weight
+                    h.npos += nw // w
+                    h.rweight += nw % w
+                    if h.rweight >= w:
+                        h.rweight -= w
+                        h.npos += 1
+                    del items[0]  # h.dequeue() for the head of its tree
+                    h.tree = None
+                    h.entry = None
+                    self.curr_pos += 1
+                    self._queue_srv(h)
+                    return s
         switched = False
         avoided: _Node | None = None
         full: list[_Node] = []

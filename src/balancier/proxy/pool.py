@@ -132,6 +132,13 @@ class Pool:
         q = self.idle.get(id(server))
         if not q:
             return None
+        conn = q[-1]
+        t = conn.transport
+        if conn.alive and conn.uses >= min_uses and t is not None and not t.is_closing():  # the usual case
+            q.pop()
+            self.count -= 1
+            conn.pool = None
+            return conn
         # newest first; a stale one found on the way is dropped
         for _ in range(len(q)):
             conn = q.pop()

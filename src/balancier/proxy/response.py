@@ -4,9 +4,12 @@ Rules (HAProxy §10, §11, §13):
 - 1xx interim responses (100 Continue) are forwarded as they are, then the final head is awaited.
 - The final head is validated by `http1` and rewritten only when needed: hop-by-hop fields removed, the
   persistence cookie processed, `Connection: close` when the client connection will close (or `keep-alive` for
-  an HTTP/1.0 client that keeps it). When nothing has to change (HTTP/1.1 client kept alive, no cookie to
-  process, no hop-by-hop field other than `Connection: keep-alive`), the validated bytes go out as received, head
-  and body in one write.
+  an HTTP/1.0 client that keeps it).
+- Fast path (`_fast_response`, the common case): an HTTP/1.1 client, a response `scan_response_head` takes
+  (validated as the full parser would), no `Set-Cookie` to look at and no cookie to insert: the validated bytes
+  go out as received, head and body in one write; only the server's `Connection` field is replaced by
+  `Connection: close` (client closing) or removed (server closing, client kept). Anything else takes the full
+  path below, which gives the same result for what the fast path takes.
 - Bodies: Content-Length is a plain countdown; chunked goes through `BodyFramer`; read-until-close ends with the
   server's close and closes the client. Bytes after a body make the server connection untrustworthy: it is
   closed, not pooled. `101 Switching Protocols` turns the stream into a tunnel.
@@ -29,6 +32,7 @@ from balancier.http1 import (
     parse_response_head,
     strip_hop_by_hop,
 )
+from balancier.http1.heads import connection_field_span, scan_response_head
 from balancier.proxy.serverside import (
     ACTIVE,
     IDEMPOTENT,
@@ -69,6 +73,9 @@ class ResponseSide:
     rstate: int
     rbuf: bytes
     resp: ResponseHead | None
+    resp_ka: bool
+    fast_resp: bool
+    ck_none: str
     rframer: BodyFramer | None
     r_left: int
     status: int
@@ -144,8 +151,53 @@ class ResponseSide:
             if framer.done:
                 self._response_done(server_reusable=not junk)
             return
-        self.rbuf = self.rbuf + data if self.rbuf else data
+        if self.rbuf:
+            self.rbuf += data
+        elif self.fast_resp and self.req_done and self._fast_response(data):
+            return
+        else:
+            self.rbuf = data
         self._on_response_bytes()
+
+    def _fast_response(self, data: bytes) -> bool:
+        """The common final response (see `scan_response_head`) forwarded with the least work: the validated head
+        goes out as received, with only `Connection` changed for a client that will close, head and body in one
+        write. False when the full path must handle it (nothing was done then)."""
+        info = scan_response_head(data, self.rt.bufsize)
+        if info is None:
+            return False
+        status, rlen, left, conn, srv_ka, set_cookie = info
+        if self.pers is not None:  # (insert mode never comes here: stream.py clears fast_resp)
+            if set_cookie:
+                return False  # the server's cookie may have to be rewritten: full path
+            self.ck_resp = self.ck_none
+        self.t_resp = self.s_last
+        self.status = status
+        self.resp_started = True
+        self.resp_ka = srv_ka
+        n = len(data) - rlen
+        junk = n > left
+        if self.rt.stopping:
+            self.client_ka = False
+        if self.client_ka == srv_ka:
+            # the server's Connection field (if any) already says what we do; HTTP/1.1 keeps alive without one
+            out = data if not junk else data[:rlen + left]
+        else:
+            if conn:
+                c0, c1 = connection_field_span(data, rlen)
+                head = data[:c0] + data[c1:rlen - 2]
+            else:
+                head = data[:rlen - 2]
+            tail = data[rlen:rlen + left]
+            out = head + b"\r\n" + tail if self.client_ka else head + b"Connection: close\r\n\r\n" + tail
+        self.bytes_out += len(out)
+        self.transport.write(out)
+        if n >= left:
+            self._response_done(not junk)
+        else:
+            self.r_left = left - n
+            self.rstate = R_BODY
+        return True
 
     def _on_response_bytes(self) -> None:
         head_req = self.head
@@ -168,8 +220,9 @@ class ResponseSide:
                     return
                 continue
             break
-        self.t_resp = self.rt.loop.time()
+        self.t_resp = self.s_last
         self.resp = resp
+        self.resp_ka = resp.keep_alive and resp.framing != Framing.UNTIL_CLOSE
         self.status = resp.status
         buf = self.rbuf
         self.rbuf = b""
@@ -318,12 +371,11 @@ class ResponseSide:
     def _response_done(self, server_reusable: bool = True) -> None:
         """The response was forwarded completely: log, recycle the server connection, next request."""
         route = self.route
-        resp = self.resp
         sc = self.sconn
         self.sconn = None
         if sc is not None:
-            keep = (server_reusable and route.conn_mode == KAL and self.req_done and resp is not None
-                    and resp.keep_alive and self.phase == ACTIVE and resp.framing != Framing.UNTIL_CLOSE)
+            keep = (server_reusable and self.resp_ka and route.conn_mode == KAL and self.req_done
+                    and self.phase == ACTIVE)
             if self.s_read_paused and sc.transport is not None:
                 sc.transport.resume_reading()
                 self.s_read_paused = False
@@ -332,7 +384,7 @@ class ResponseSide:
                 if route.reuse == "never" and self.client_ka:
                     self.private = sc
                 elif route.reuse != "never":
-                    self.rt.pool.put(sc, self.rt.loop.time())
+                    self.rt.pool.put(sc, self.s_last)
                 else:
                     sc.close()
             else:

@@ -319,7 +319,9 @@ class Runtime:
                     self.parked.remove(p)
                     self._count_in(p)
                     p.unpark()
-        self._update_listeners()
+        # a release only frees capacity: listeners need a look only when something is paused or parked
+        if self.parked or any(fe.paused for fe in self.frontends):
+            self._update_listeners()
         if self.stopping and not self.streams:
             self._set_done()
 

@@ -146,7 +146,7 @@ class ServerEvent:
 
 class Backend(Counters):
     __slots__ = ("cfg", "name", "servers", "queue", "clock", "beconn", "fullconn", "_by_name", "_act", "_bck",
-                 "_actives", "_backups", "_n_act", "_n_bck", "_subscribers", "lastchg", "static")
+                 "_actives", "_backups", "_n_act", "_n_bck", "_subscribers", "lastchg", "static", "_keyed")
 
     def __init__(self, cfg: Proxy, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
@@ -163,6 +163,7 @@ class Backend(Counters):
         self._by_name = {s.name: s for s in self.servers}
         algo = cfg.balance.algorithm
         self.static = algo in STATIC_ALGORITHMS
+        self._keyed = algo == "leastconn"  # the only balancer whose served_changed() does something
         wmult = static_weight_divisor([s.uweight for s in self.servers])
         self._actives = [s for s in self.servers if not s.cfg.backup]
         self._backups = [s for s in self.servers if s.cfg.backup]
@@ -203,12 +204,14 @@ class Backend(Counters):
 
     def acquire(self, s: Server) -> None:
         s.served += 1
-        self._group(s).served_changed(s)
+        if self._keyed:
+            self._group(s).served_changed(s)
 
     def release(self, s: Server) -> None:
         if s.served > 0:
             s.served -= 1
-        self._group(s).served_changed(s)
+        if self._keyed:
+            self._group(s).served_changed(s)
 
     def requeue_changed(self, s: Server) -> None:
         """Tell leastconn that a server's queue length changed."""

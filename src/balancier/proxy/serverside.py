@@ -158,7 +158,7 @@ class ServerSide:
             self.t_conn = now
             self.t_connected = now
             self.reused = True
-            self._attach(conn)
+            self._attach(conn, now)
             return
         self._connect()
 
@@ -195,16 +195,15 @@ class ServerSide:
             self._connect_failed(timeout=False)
             return
         _transport, conn = task.result()
-        self.t_connected = self.rt.loop.time()
-        self._attach(conn)
+        now = self.t_connected = self.rt.loop.time()
+        self._attach(conn, now)
 
-    def _attach(self, conn: ServerConn) -> None:
+    def _attach(self, conn: ServerConn, now: float) -> None:
         self.sconn = conn
         conn.owner = cast(ConnOwner, self)  # HttpStream implements the ConnOwner callbacks
         conn.uses += 1
         self.phase = ACTIVE
         self.rstate = R_HEAD
-        now = self.rt.loop.time()
         self.s_last = now
         self.t_phase = now
         out = self.out
@@ -257,7 +256,8 @@ class ServerSide:
     def _release_server(self, srv: Server) -> None:
         backend = self.route.be.backend
         backend.release(srv)
-        squeue.on_release(backend, srv)
+        if srv.queue or backend.queue:  # somebody waits for the freed slot
+            squeue.on_release(backend, srv)
 
 def should_redispatch(route: Route, srv: Server, retry: int, direct: bool) -> bool:
     """HAProxy's redispatch test for retry number `retry` (1-based) after a connect failure on `srv` (§8)."""

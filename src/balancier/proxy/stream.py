@@ -11,6 +11,12 @@ Rules (HAProxy §7-§13):
   connection mode (KAL/SCL/CLO, the stronger of frontend and backend) adds `Connection: close` towards the server
   (SCL, CLO) and towards the client whenever the client connection will close after the response. HTTP/1.0
   clients keep the connection only when they asked for it. Header names are forwarded as received (1.4 style).
+  When the head needs no other change (no persistence cookie to rewrite, nothing normalised by the parser, no
+  hop-by-hop field other than `Connection: close|keep-alive`), the validated bytes go out as received with the
+  `Connection` field cut out and our fields spliced in before the blank line.
+- Hot path economy: one clock read per event (`c_last`/`s_last` serve the log timers too), per-connection and
+  per-request defaults are class attributes restored with one `dict.update`, persistence runs only when the
+  request carries a Cookie (else flag N/-, as `persistence.on_request` would say).
   Responses go to the client as HTTP/1.1.
 - Server connections: `http-reuse never` keeps a connection private to its client connection; `safe` takes pooled
   connections except for the first request of a client connection; `aggressive` also for first requests but only
@@ -35,6 +41,7 @@ Rules (HAProxy §7-§13):
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +55,8 @@ from balancier.http1 import (
     strip_hop_by_hop,
 )
 from balancier.proxy import queue as squeue
-from balancier.proxy.pool import HIGH_WATER, LOW_WATER, ServerConn
+from balancier.proxy.persistence import RequestPersistence
+from balancier.proxy.pool import HIGH_WATER, LOW_WATER
 from balancier.proxy.response import ResponseSide, raw_forwardable
 from balancier.proxy.serverside import (
     ACTIVE,
@@ -69,81 +77,71 @@ from balancier.proxy.serverside import (
 from balancier.proxy.streamlog import finish_log
 
 if TYPE_CHECKING:
-    from balancier.http1 import RequestHead, ResponseHead
+    from balancier.http1 import RequestHead
     from balancier.proxy.runtime import Route, Runtime
-    from balancier.proxy.servers import Server
 
 
+
+# Per-request state, restored by `_reset_request` before each request (values are immutable). Times are loop
+# times (t_first: first byte of the request; date_first: its epoch, only when set by _close_silently); out:
+# request bytes not yet written to a server; q_left: request body bytes still expected (-1 = chunked);
+# req_framer/rframer: chunked bodies; r_left: response body bytes still expected (Content-Length); direct:
+# persistence chose the server; in_be: counted in the backend's beconn; resp_ka: the server keeps the connection
+# after this response; fast_resp: the response may take ResponseSide._fast_response; ck_none: the response
+# cookie flag when the server sent no Set-Cookie.
+_REQUEST_DEFAULTS: dict[str, Any] = dict(
+    head=None, t_first=0.0, date_first=0.0, t_head=0.0, t_conn=0.0, t_connected=-1.0, t_resp=-1.0,
+    srv=None, prev_srv=None, direct=False, pers=None, ck_req="-", ck_resp="-", fails=0, redispatched=False,
+    pending=None, q_srv=0, q_be=0, task=None, turn=None, sconn=None, reused=False, replayed=False, out=b"",
+    replay=None, req_framer=None, q_left=0, req_done=True, rstate=R_HEAD, rbuf=b"", resp=None, rframer=None,
+    r_left=0, status=-1, bytes_out=0, bytes_in=0, s_last=0.0, s_read_paused=False, client_ka=False,
+    resp_started=False, flags_a="-", flags_b="-", in_be=False, resp_ka=False, fast_resp=False, ck_none="-",
+    applet="<NOSRV>",  # the log's server name when no server was chosen (<STATS>, <PROMEX>)
+)
+# Per-connection state of a new stream (dport: the port the client connected to, read only when a server has no
+# port; private: http-reuse never, this client's own idle server connection; counted: in actconn/feconn), then
+# the per-request defaults. These are class attributes of HttpStream (set below it).
+_CONN_DEFAULTS: dict[str, Any] = dict(
+    transport=None, phase=IDLE, buf=b"", nreq=0, cpause=0, c_write_paused=False, c_pause_since=0.0, c_last=0.0,
+    cip="", cport=0, dport=0, xff=None, private=None, t_phase=0.0, counted=False, **_REQUEST_DEFAULTS,
+)
 
 
 class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     """Client side of one connection plus the request/response in flight on it."""
 
+    # state set from _CONN_DEFAULTS and _REQUEST_DEFAULTS; declared for the type checker
+    rt: Runtime
+    route: Route
+    transport: Any
+    buf: bytes
+    c_pause_since: float
+    c_last: float
+    cport: int
+    xff: str | None
+    counted: bool
+    head: RequestHead | None
+    t_first: float
+    date_first: float
+    t_head: float
+    ck_resp: str
+    req_framer: BodyFramer | None
+    q_left: int
+    bytes_in: int
+    flags_a: str
+    flags_b: str
+    in_be: bool
+
     def __init__(self, rt: Runtime, route: Route) -> None:
+        # Everything else starts from the class-level defaults (_CONN_DEFAULTS, set below the class): a new
+        # connection costs two stores, and a connection that carries one request never copies the request state.
         self.rt = rt
         self.route = route
-        self.transport: Any = None
-        self.phase = IDLE
-        self.buf = b""
-        self.nreq = 0
-        self.cpause = 0
-        self.c_write_paused = False
-        self.c_pause_since = 0.0
-        self.c_last = 0.0
-        self.cip = ""
-        self.cport = 0
-        self.dport = 0  # the port the client connected to, read only when a server has no port (serverside.py)
-        self.xff: str | None = None
-        self.private: ServerConn | None = None  # http-reuse never: this client's own idle server connection
-        self.t_phase = 0.0
-        self.counted = False  # counted in actconn/feconn (runtime.py admission)
-        self._reset_request()
 
     # ------------------------------------------------------------------ per-request state
     def _reset_request(self) -> None:
-        self.head: RequestHead | None = None
-        self.t_first = 0.0  # loop time of the first byte of the request
-        self.date_first = 0.0  # epoch of the same instant (log date)
-        self.t_head = 0.0
-        self.t_conn = 0.0
-        self.t_connected = -1.0
-        self.t_resp = -1.0
-        self.srv: Server | None = None
-        self.prev_srv: Server | None = None
-        self.direct = False  # persistence chose the server
-        self.pers: Any = None
-        self.ck_req = "-"
-        self.ck_resp = "-"
-        self.fails = 0
-        self.redispatched = False
-        self.pending: squeue.Pending | None = None
-        self.q_srv = 0
-        self.q_be = 0
-        self.task: asyncio.Task[Any] | None = None
-        self.turn: asyncio.TimerHandle | None = None
-        self.sconn: ServerConn | None = None
-        self.reused = False
-        self.replayed = False
-        self.out = b""  # request bytes not yet written to a server
-        self.replay: bytes | None = None
-        self.req_framer: BodyFramer | None = None  # chunked request bodies
-        self.q_left = 0  # request body bytes still expected (Content-Length); -1 = chunked
-        self.req_done = True
-        self.rstate = R_HEAD
-        self.rbuf = b""
-        self.resp: ResponseHead | None = None
-        self.rframer: BodyFramer | None = None  # chunked response bodies
-        self.r_left = 0  # response body bytes still expected (Content-Length)
-        self.status = -1
-        self.bytes_out = 0
-        self.bytes_in = 0
-        self.s_last = 0.0
-        self.s_read_paused = False
-        self.client_ka = False
-        self.resp_started = False
-        self.flags_a = "-"
-        self.flags_b = "-"
-        self.in_be = False  # counted in the backend's beconn
+        # one C-level update instead of ~50 attribute stores: this runs once per request
+        self.__dict__.update(_REQUEST_DEFAULTS)
 
     # ------------------------------------------------------------------ client transport events
     def connection_made(self, transport: Any) -> None:
@@ -169,7 +167,10 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         self.c_last = self.rt.loop.time()
         ph = self.phase
         if ph == IDLE:
-            self.buf = self.buf + data if self.buf else data
+            if self.buf:
+                self.buf += data
+            else:
+                self.buf = data
             self._on_head_bytes()
         elif ph == TUNNEL:
             self.bytes_in += len(data)
@@ -240,8 +241,9 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     # ------------------------------------------------------------------ request head
     def _on_head_bytes(self) -> None:
         if self.t_first == 0.0:
-            self.t_first = self.rt.loop.time()
-            self.date_first = time.time()
+            # c_last is the time of the read that brought these bytes (or of the end of the previous request for
+            # pipelined ones); the log's date is derived from it only when a line is written (streamlog.py)
+            self.t_first = self.c_last
         try:
             head = parse_request_head(self.buf, self.rt.bufsize)
         except HttpError as e:
@@ -251,12 +253,42 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             if len(self.buf) > self.rt.bufsize:
                 self._bad_request(400)
             return
+        stats = self.route.stats
+        if stats is not None and self._stats_applet(stats, head):
+            return
         self.head = head
-        self.t_head = self.rt.loop.time()
+        self.t_head = self.c_last
         self.nreq += 1
         raw = self.buf
         self.buf = b""
         self._start_request(head, raw)
+
+    def _stats_applet(self, stats: Any, head: RequestHead) -> bool:
+        """The stats page or the Prometheus exporter answers this request itself (statsapplet.py). True when it
+        did, or when it waits for the rest of an admin form (data_received parses the head again then)."""
+        from balancier.proxy import statsapplet
+
+        if statsapplet.service(stats, head) is None:
+            return False
+        need = head.raw_len + statsapplet.body_needed(stats, head)
+        if len(self.buf) < need:
+            return True
+        body = self.buf[head.raw_len:need]
+        rest = self.buf[need:]
+        self.head = head
+        self.t_head = self.c_last
+        self.nreq += 1
+        res = statsapplet.serve(stats, head, (self.cip, self.cport), body)
+        assert res is not None
+        self.buf = rest
+        self.bytes_in = len(body)
+        self.applet = res.service
+        self.client_ka = res.keep_alive and self.route.conn_mode != CLO and not self.rt.stopping
+        if self.transport is not None and not self.transport.is_closing():
+            self.bytes_out = len(res.raw)
+            self.transport.write(res.raw)
+        self._finish("L", "R", res.status, close=not self.client_ka)
+        return True
 
     def _bad_request(self, status: int) -> None:
         self.status = status
@@ -275,7 +307,9 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         rest = raw[rlen:] if len(raw) > rlen else b""
         body = b""
         framing = head.framing
-        if framing == Framing.LENGTH and head.content_length > 0:
+        if framing == _NONE:
+            pass
+        elif framing == _LENGTH and head.content_length > 0:
             left = head.content_length
             self.req_done = False
             if rest:
@@ -283,7 +317,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
                 left -= len(body)
             self.q_left = left
             self.req_done = left == 0
-        elif framing == Framing.CHUNKED:
+        elif framing == _CHUNKED:
             framer = self.req_framer = BodyFramer(framing, 0, False)
             self.q_left = -1
             self.req_done = False
@@ -295,7 +329,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
                     return
                 body, rest = rest[:n], rest[n:]
                 self.req_done = framer.done
-        elif framing != Framing.NONE and framing != Framing.LENGTH:  # read-until-close never frames a request
+        elif framing != _LENGTH:  # read-until-close never frames a request
             self._bad_request(400)
             return
         if rest:
@@ -305,36 +339,49 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         # persistence, then the bytes for the server
         be = route.be
         cookie_headers = None
-        if be.cookie is not None:
-            self.pers = be.persist_request(head, rt.loop.time())
-            self.ck_req = self.pers.flag
+        cookie = be.cookie
+        if cookie is not None:
+            ck_none = self.ck_none = _ck_none(cookie)
+            if head.has_cookie:
+                pers = self.pers = be.persist_request(head, self.c_last)
+                if pers.changed:
+                    cookie_headers = pers.cookie_headers
+            else:  # no Cookie field: persistence has nothing to read (flag N, or - for a passive cookie)
+                pers = self.pers = RequestPersistence(flag=ck_none)
+            self.ck_req = pers.flag
             self.ck_resp = "N"
-            if self.pers.changed:
-                cookie_headers = self.pers.cookie_headers
+            server = pers.server
+        else:
+            server = None
+        # the response fast path: an HTTP/1.1 client, a response with a body to count, and no cookie to insert
+        self.fast_resp = (head.version == "HTTP/1.1" and head.method != "HEAD" and head.method != "CONNECT"
+                          and (cookie is None or cookie.mode != "insert"))
         out = self._request_head_bytes(head, cookie_headers, raw)
         if body:
             out += body
             self.bytes_in += len(body)
         self.out = out
-        self._assign(self.pers.server if self.pers is not None else None)
+        self._assign(server)
 
     def _request_head_bytes(self, head: RequestHead, cookie_headers: list[str] | None, raw: bytes) -> bytes:
         route = self.route
         xff = self.xff
         if xff is not None and route.xff_if_none and head.get(route.xff_header) is not None:
             xff = None
-        if cookie_headers is None and not head.connection_tokens and raw[0] != 13 \
-                and raw_forwardable(head.headers, raw, head.raw_len, False):
-            # fast path: the validated head goes out as received, with our lines spliced in before the blank line
-            extra = f"{route.xff_header}: {xff}\r\n" if xff is not None else ""
+        tokens = head.connection_tokens
+        if cookie_headers is None and (not tokens or tokens <= _CONN_PLAIN) and (head.plain or (
+                not head.normalised and raw[0] != 13 and raw_forwardable(head.headers, raw, head.raw_len, bool(tokens)))):
+            # fast path: the validated head goes out as received, without its Connection field (close or
+            # keep-alive only), with our lines spliced in before the blank line
+            rlen = head.raw_len
             if route.conn_mode != KAL:
-                if head.version != "HTTP/1.0":  # 1.0 closes by default: HAProxy adds nothing
-                    extra += "Connection: close\r\n"
-            elif head.version == "HTTP/1.0":
-                extra += "Connection: keep-alive\r\n"
-            if not extra:
-                return raw[:head.raw_len] if len(raw) > head.raw_len else raw
-            return raw[:head.raw_len - 2] + extra.encode("latin-1") + b"\r\n"
+                conn = b"" if head.version == "HTTP/1.0" else b"Connection: close\r\n"  # 1.0 closes by default
+            else:
+                conn = b"Connection: keep-alive\r\n" if head.version == "HTTP/1.0" else b""
+            if not tokens and not conn and xff is None:
+                return raw[:rlen] if len(raw) > rlen else raw
+            base = _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) if tokens else raw[:rlen - 2]
+            return b"".join((base, _xff_line(route.xff_header, xff) if xff is not None else b"", conn, b"\r\n"))
         headers = strip_hop_by_hop(head.headers, head.connection_tokens)
         if cookie_headers is not None:
             headers = _replace_cookies(headers, cookie_headers)
@@ -452,8 +499,10 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         """End of one request, whatever happened: log, count, release, then next request or close."""
         if self.phase == CLOSED:
             return
-        self._cancel_pending_work()
-        self.flags_a, self.flags_b = a, b
+        if self.pending is not None or self.task is not None or self.turn is not None:
+            self._cancel_pending_work()
+        self.flags_a = a
+        self.flags_b = b
         self.status = status
         # HAProxy logs once the stream has left its server and backend: srv_conn/beconn exclude it
         if self.in_be:
@@ -464,15 +513,18 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             self._release_server(srv)
         finish_log(self)
         self.srv = None
-        if close or not self.client_ka or self.transport is None or self.transport.is_closing():
+        transport = self.transport
+        if close or not self.client_ka or transport is None or transport.is_closing():
             self._close()
             return
         # keep-alive: next request (possibly already buffered)
         self._reset_request()
         self.phase = IDLE
         self.t_phase = self.rt.loop.time()
-        self._resume_client(PAUSE_PIPELINE | PAUSE_SRV_FULL)
-        if self.buf:
+        if self.cpause:
+            self._resume_client(PAUSE_PIPELINE | PAUSE_SRV_FULL)
+        if self.buf:  # a pipelined request: its time starts now
+            self.t_first = self.t_phase
             self._on_head_bytes()
 
     def _close_silently(self, why: str) -> None:
@@ -493,9 +545,11 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     def _close(self) -> None:
         if self.phase == CLOSED:
             return
-        self._cancel_pending_work()
+        if self.pending is not None or self.task is not None or self.turn is not None:
+            self._cancel_pending_work()
         self.phase = CLOSED
-        self._drop_sconn(abort=True)
+        if self.sconn is not None:
+            self._drop_sconn(abort=True)
         if self.private is not None:
             self.private.close()
             self.private = None
@@ -587,6 +641,34 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         self.flags_a, self.flags_b = "s", "H"
         self.client_ka = False
         self._send_and_close(error_response(504))
+
+
+_NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED  # plain names: cheaper than Framing.X
+_CONN_PLAIN = frozenset(("close", "keep-alive"))
+# A Connection field line with the CRLF before it (a validated head: the match is one whole field line).
+_CONNECTION_FIELD_RE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
+_XFF_LINES: dict[tuple[str, str], bytes] = {}
+
+
+def _xff_line(name: str, value: str) -> bytes:
+    """`name: value CRLF` as bytes, remembered for the few client addresses a proxy sees at a time."""
+    key = (name, value)
+    line = _XFF_LINES.get(key)
+    if line is None:
+        if len(_XFF_LINES) >= 4096:
+            _XFF_LINES.clear()
+        line = _XFF_LINES[key] = f"{name}: {value}\r\n".encode("latin-1")
+    return line
+
+
+for _name, _value in _CONN_DEFAULTS.items():  # immutable values only: instances rebind, never mutate them
+    setattr(HttpStream, _name, _value)
+
+
+def _ck_none(cookie: Any) -> str:
+    """The cookie flag of a request or response without the persistence cookie: N, or - for a passive cookie
+    (persistence.py `_logs_flags`)."""
+    return "-" if cookie.mode == "passive" and not cookie.indirect else "N"
 
 
 def _replace_cookies(headers: list[tuple[str, str]], cookies: list[str]) -> list[tuple[str, str]]:

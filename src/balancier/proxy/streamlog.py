@@ -77,8 +77,8 @@ def finish_log(s: HttpStream) -> None:
     ck_req = s.ck_req if be.cookie is not None else "-"
     ck_resp = s.ck_resp if be.cookie is not None else "-"
     rec = HttpLogRecord(
-        s.cip, s.cport, s.date_first or time.time(), fe.log_name, backend.name,
-        srv.name if srv is not None else "<NOSRV>",
+        s.cip, s.cport, s.date_first or time.time() - (now - t0), fe.log_name, backend.name,
+        srv.name if srv is not None else s.applet,
         TR, Tw, Tc, Tr, _ms(now - t0), status, s.bytes_out, "-", "-",
         f"{s.flags_a}{s.flags_b}{ck_req}{ck_resp}",
         s.rt.actconn, fe.feconn, backend.beconn, srv.served if srv is not None else 0,

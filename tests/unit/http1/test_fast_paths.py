@@ -1,0 +1,128 @@
+"""The parsers' fast paths give exactly the full parsers' results, or step aside.
+
+`parse_request_head` tries `_fast_request` first; `scan_response_head` is the proxy's shortcut for common
+responses. Both must accept only heads the full parser accepts, with the same meaning. Heads are built from
+pieces that are valid, borderline (OWS, case, lists, zero lengths) and invalid (control characters, obs-fold,
+space before the colon, duplicates, smuggling shapes), and both paths are compared on each.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from balancier.http1 import Framing, HttpError, parse_request_head, parse_response_head
+from balancier.http1.heads import MAX_HEADERS, connection_field_span, scan_response_head
+
+FIELDS = [
+    b"Host: a.test", b"host: a.test:8080", b"HOST:a.test ", b"Host: ", b"Host: bad host", b"Host: [::1]:80",
+    b"Content-Length: 5", b"content-length:0", b"Content-Length: 5, 5", b"Content-Length: +5", b"Content-Length: 05",
+    b"Content-Length: 1234567890123456789", b"Content-Length:\t7\t",
+    b"Transfer-Encoding: chunked", b"transfer-encoding: gzip, chunked",
+    b"Connection: close", b"Connection: keep-alive", b"connection: Keep-Alive, close", b"Connection: X-Foo",
+    b"Connection:", b"Connection: upgrade", b"Upgrade: websocket", b"Keep-Alive: timeout=5", b"TE: trailers",
+    b"Trailer: X", b"Proxy-Connection: close", b"Expect: 100-continue", b"expect: 100-Continue ", b"Expect: nope",
+    b"Cookie: a=b", b"cookie: JSESSIONID=A~x", b"Set-Cookie: a=b", b"set-cookie: JSESSIONID=1; path=/",
+    b"X-Any: value", b"X-Tab:\tv\t", b"X-Empty:", b"X-Obs: \xe9t\xe9", b"X-Ctl: a\x01b", b"X-Del: a\x7fb",
+    b" X-Fold: v", b"\tX-Fold: v", b"X-Space : v", b"X@Bad: v", b": novalue", b"NoColon", b"X-CR: a\rb",
+    b"X-LF: a\nb",
+]
+REQUEST_LINES = [
+    b"GET / HTTP/1.1", b"POST /a?b=c HTTP/1.1", b"HEAD /x HTTP/1.1", b"GET / HTTP/1.0", b"GET / HTTP/1.2",
+    b"CONNECT a.test:443 HTTP/1.1", b"CONNECT / HTTP/1.1", b"OPTIONS * HTTP/1.1", b"GET http://a.test/ HTTP/1.1",
+    b"GET /#frag HTTP/1.1", b"GET  / HTTP/1.1", b"get / http/1.1", b"GET / HTTP/2.0", b"G@T / HTTP/1.1",
+]
+STATUS_LINES = [
+    b"HTTP/1.1 200 OK", b"HTTP/1.1 200", b"HTTP/1.1 200 ", b"HTTP/1.1 404 Not Found", b"HTTP/1.1 204 No Content",
+    b"HTTP/1.1 304 Not Modified", b"HTTP/1.1 101 Switching", b"HTTP/1.1 100 Continue", b"HTTP/1.0 200 OK",
+    b"HTTP/1.1 999 X", b"HTTP/1.1 20 X", b"HTTP/1.1 200 O\x01K", b"HTTP/1.2 200 OK",
+]
+
+
+def head(start: bytes, fields: list[bytes]) -> bytes:
+    return b"\r\n".join([start, *fields]) + b"\r\n\r\n"
+
+
+def outcome_request(buf: bytes, fast: bool) -> object:
+    try:
+        h = parse_request_head(buf, 16384, fast=fast)
+    except HttpError as e:
+        return ("error", e.status)
+    if h is None:
+        return None
+    return (h.method, h.target, h.version, h.headers, h.framing, h.content_length, h.keep_alive,
+            h.expect_continue, h.connection_tokens, h.raw_len, h.normalised, h.has_cookie)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(REQUEST_LINES), st.lists(st.sampled_from(FIELDS), max_size=6), st.binary(max_size=8))
+def test_request_fast_path_matches_full_parser(start: bytes, fields: list[bytes], rest: bytes) -> None:
+    buf = head(start, fields) + rest
+    assert outcome_request(buf, True) == outcome_request(buf, False)
+
+
+def test_request_fast_path_is_taken_and_plain() -> None:
+    h = parse_request_head(head(b"GET /x HTTP/1.1", [b"Host: a", b"Connection: close", b"Cookie: a=b"]))
+    assert h is not None and h.plain and h.has_cookie and not h.keep_alive
+    assert h.connection_tokens == frozenset({"close"})
+    assert h.headers == [("Host", "a"), ("Connection", "close"), ("Cookie", "a=b")]
+    # hop-by-hop fields other than Connection: the full parser, and the raw head is not "plain"
+    h = parse_request_head(head(b"GET /x HTTP/1.1", [b"Host: a", b"Keep-Alive: 5"]))
+    assert h is not None and not h.plain
+
+
+def test_request_header_count_limit_on_both_paths() -> None:
+    fields = [b"Host: a"] + [b"a:"] * MAX_HEADERS  # one field too many, each line as short as possible
+    for fast in (True, False):
+        with pytest.raises(HttpError) as exc:
+            parse_request_head(head(b"GET / HTTP/1.1", fields), fast=fast)
+        assert exc.value.status == 400
+    ok = parse_request_head(head(b"GET / HTTP/1.1", fields[:-1]))
+    assert ok is not None and len(ok.headers) == MAX_HEADERS
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(STATUS_LINES), st.lists(st.sampled_from(FIELDS), max_size=6), st.binary(max_size=8))
+def test_response_scan_agrees_with_full_parser(start: bytes, fields: list[bytes], rest: bytes) -> None:
+    buf = head(start, fields) + rest
+    info = scan_response_head(buf, 16384)
+    if info is None:
+        return  # the full parser decides
+    status, raw_len, length, conn, keep_alive, set_cookie = info
+    full = parse_response_head(buf, 16384, "GET")  # must not raise: the fast path took a valid head only
+    assert full is not None
+    assert (status, raw_len, length, keep_alive) == (full.status, full.raw_len, full.content_length,
+                                                      full.keep_alive)
+    assert full.framing == (Framing.LENGTH if length else Framing.NONE)
+    assert not full.normalised
+    assert full.connection_tokens <= {"close", "keep-alive"}
+    names = [n.lower() for n, _ in full.headers]
+    assert conn == names.count("connection")
+    assert set_cookie == ("set-cookie" in names)
+    assert not {"keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding"} & set(names)
+    if conn:
+        c0, c1 = connection_field_span(buf, raw_len)
+        without = buf[:c0] + buf[c1:raw_len]
+        rest_head = parse_response_head(without, 16384, "GET")
+        assert rest_head is not None
+        assert [h for h in full.headers if h[0].lower() != "connection"] == rest_head.headers
+
+
+def test_response_header_count_limit() -> None:
+    fields = [b"Content-Length: 0"] + [b"a:"] * MAX_HEADERS
+    assert scan_response_head(head(b"HTTP/1.1 200 OK", fields), 16384) is None
+    with pytest.raises(HttpError):
+        parse_response_head(head(b"HTTP/1.1 200 OK", fields), 16384, "GET")
+    assert scan_response_head(head(b"HTTP/1.1 200 OK", fields[:-1]), 16384) is not None
+
+
+def test_response_scan_refuses_what_it_must_leave_to_the_full_parser() -> None:
+    base = [b"Content-Length: 3"]
+    assert scan_response_head(head(b"HTTP/1.1 200 OK", base), 16384) is not None
+    for extra in ([b"Transfer-Encoding: chunked"], [b"Content-Length: 3"], [b"Connection: upgrade"],
+                  [b"Keep-Alive: 5"], [b"Connection: close", b"Connection: close"]):
+        assert scan_response_head(head(b"HTTP/1.1 200 OK", base + extra), 16384) is None
+    assert scan_response_head(head(b"HTTP/1.1 200 OK", [b"X: y"]), 16384) is None  # read until close
+    assert scan_response_head(head(b"HTTP/1.1 200 OK", base), 20) is None  # over the size limit
+    assert scan_response_head(b"\r\n" + head(b"HTTP/1.1 200 OK", base), 16384) is None  # leading empty line

@@ -1,0 +1,182 @@
+"""The stream's fast paths, byte for byte: what the server and the client receive.
+
+An `HttpStream` is driven in-process with recording transports (no sockets: the edge of a unit test); each case
+is one request/response exchange whose forwarded bytes are checked exactly: the raw head kept as received where
+nothing has to change, `Connection` fields removed or replaced where the connection modes differ, and the full
+path still taken (and still rewriting) when a cookie or an HTTP/1.0 client needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from balancier.proxy.config import load
+from balancier.proxy.pool import ServerConn
+from balancier.proxy.runtime import Runtime
+from balancier.proxy.stream import HttpStream
+
+BODY = b"hello"
+RESP_KA = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n" + BODY
+RESP_PLAIN = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\n\r\n" + BODY
+RESP_CLOSE = b"HTTP/1.1 200 OK\r\nServer: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\n" + BODY
+
+
+class Recorder:
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.9", 40000) if name in ("peername", "sockname") else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop()
+    try:
+        yield lp
+    finally:
+        lp.close()
+
+
+def setup(tmp_path: Path, loop: asyncio.AbstractEventLoop, extra: str) -> tuple[Runtime, Any, ServerConn]:
+    cfg = tmp_path / "p.cfg"
+    cfg.write_text(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n"
+        "    option forwardfor\n"
+        f"listen web\n    bind 127.0.0.1:18999\n{extra}    server s1 127.0.0.1:9 cookie A\n")
+    config, _ = load([str(cfg)])
+    rt = Runtime(config, loop, {})
+    route = rt.routes[0]
+    srv = route.be.backend.servers[0]
+    conn = ServerConn(srv)
+    conn.connection_made(Recorder())
+    conn.uses = 1
+    rt.pool.put(conn, 0.0)
+    return rt, route, conn
+
+
+def exchange(rt: Runtime, route: Any, conn: ServerConn, request: bytes, response: bytes) -> tuple[bytes, bytes, Any]:
+    s = HttpStream(rt, route)
+    client = Recorder()
+    s.connection_made(client)
+    s.data_received(request)
+    assert s.sconn is conn, "the pooled server connection is used"
+    conn.data_received(response)
+    server_tr = conn.transport
+    assert isinstance(server_tr, Recorder)
+    return server_tr.data, client.data, s
+
+
+def test_keepalive_client_raw_both_ways(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    to_srv, to_cli, s = exchange(rt, route, conn, b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n", RESP_KA)
+    assert to_srv == b"GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 127.0.0.9\r\n\r\n"
+    assert to_cli == RESP_KA  # validated, forwarded as received
+    assert not s.transport.closing and s.nreq == 1 and s.sconn is None
+    assert rt.pool.get(conn.server) is conn, "the server connection went back to the pool"
+
+
+def test_close_client_gets_connection_close(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    req = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\nX-A: 1\r\n\r\n"
+    to_srv, to_cli, s = exchange(rt, route, conn, req, RESP_KA)
+    # the client's Connection field is not forwarded: the server connection stays reusable
+    assert to_srv == b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-Forwarded-For: 127.0.0.9\r\n\r\n"
+    assert to_cli == b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\nConnection: close\r\n\r\n" + BODY
+    assert s.transport.closing
+    assert rt.pool.get(conn.server) is conn
+
+
+def test_server_close_with_keepalive_client(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    _, to_cli, s = exchange(rt, route, conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", RESP_CLOSE)
+    assert to_cli == RESP_PLAIN  # the server's close is hop-by-hop: the client connection stays
+    assert not s.transport.closing
+    assert rt.pool.get(conn.server) is None and not conn.alive, "a closing server connection is not pooled"
+
+
+def test_httpclose_mode(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    option httpclose\n")
+    s = HttpStream(rt, route)
+    client = Recorder()
+    s.connection_made(client)
+    # httpclose never reuses: the stream connects; hand it the prepared connection as if connected
+    s.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    task = s.task
+    assert task is not None
+    task.cancel()
+    s.task = None
+    loop.run_until_complete(asyncio.sleep(0.01))  # the cancelled attempt ends (and is ignored by the stream)
+    s._attach(conn, loop.time())
+    assert isinstance(conn.transport, Recorder)
+    assert conn.transport.data == b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 127.0.0.9\r\nConnection: close\r\n\r\n"
+    conn.data_received(RESP_CLOSE)
+    assert client.data == RESP_CLOSE and client.closing  # already says close: forwarded as received
+
+
+def test_cookie_prefix_without_set_cookie_stays_raw(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n    cookie JSESSIONID prefix\n")
+    _, to_cli, s = exchange(rt, route, conn, b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", RESP_KA)
+    assert to_cli == RESP_KA
+    assert (s.ck_req, s.ck_resp) == ("-", "-")  # reset for the next request once logged
+
+
+def test_cookie_prefix_rewrites_set_cookie(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n    cookie JSESSIONID prefix\n")
+    resp = b"HTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=xyz; path=/\r\nContent-Length: 5\r\n\r\n" + BODY
+    to_srv, to_cli, _ = exchange(rt, route, conn,
+                                 b"GET / HTTP/1.1\r\nHost: h\r\nCookie: JSESSIONID=A~abc\r\n\r\n", resp)
+    assert b"Cookie: JSESSIONID=abc\r\n" in to_srv  # prefix removed towards the server
+    assert b"Set-Cookie: JSESSIONID=A~xyz; path=/\r\n" in to_cli  # and added towards the client
+
+
+def test_http10_client_takes_the_full_path(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    _, to_cli, s = exchange(rt, route, conn, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", RESP_KA)
+    assert to_cli.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"Connection: keep-alive\r\n" in to_cli and to_cli.count(b"Connection") == 1
+    assert not s.transport.closing
+
+
+def test_body_split_over_reads(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    s = HttpStream(rt, route)
+    client = Recorder()
+    s.connection_made(client)
+    s.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    conn.data_received(RESP_KA[:-3])
+    assert s.sconn is conn and s.status == 200  # head forwarded, body still expected
+    conn.data_received(RESP_KA[-3:])
+    assert client.data == RESP_KA and s.sconn is None
+    # junk after the body: the server connection is not trusted any more
+    s.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    conn.data_received(RESP_KA + b"JUNK")
+    assert client.data == RESP_KA * 2 and not conn.alive
