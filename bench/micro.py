@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import sys
 import tempfile
@@ -77,7 +78,8 @@ class FakeTransport:
 def build(listen: str) -> tuple[Runtime, Any, dict[str, ServerConn]]:
     d = Path(tempfile.mkdtemp(prefix="balancier-micro-"))
     cfg = d / "b.cfg"
-    cfg.write_text(bench.proxy_conf("balancier", d, [9001, 9002, 9003, 9004], stats_socket=False))
+    cfg.write_text(bench.proxy_conf(os.environ.get("MICRO_IMPL", "balancier"), d, [9001, 9002, 9003, 9004],
+                                    stats_socket=False))
     config, _ = load([str(cfg)])
     loop = asyncio.new_event_loop()
     rt = Runtime(config, loop, {})
