@@ -1,4 +1,4 @@
-"""The reference deployment's file (/work/shared/seed/esup-haproxy.cfg) run as it is, addresses mapped to loopback.
+"""The reference deployment's file (examples/esup-haproxy.cfg, the seed verbatim) run as it is, addresses mapped to loopback.
 
 Mapping: the syslog host 111.112.113.114 → a SyslogReceiver on 127.0.0.1; the balancer 111.112.113.115:80 →
 127.0.0.5:<free port>; the servers 111.112.113.116..119:80 → portal backends on 127.0.0.6..9 (free ports).
@@ -18,7 +18,7 @@ from support.backends import free_port
 from support.http import RawConnection, build_request
 from support.syslog import parse_httplog, parse_syslog
 
-SEED = Path("/work/shared/seed/esup-haproxy.cfg")
+SEED = Path(__file__).resolve().parents[2] / "examples" / "esup-haproxy.cfg"  # the seed file, verbatim
 NAMES = {"116": "ents3", "117": "ents2", "118": "ents1", "119": "ent-maintenance"}
 
 

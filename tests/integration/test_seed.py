@@ -1,6 +1,6 @@
 """The reference deployment's own HAProxy file, served through balancier on loopback.
 
-The seed file (/work/shared/seed/esup-haproxy.cfg, HAProxy 1.3/1.4 era, legacy keywords and all) is read
+The seed file (examples/esup-haproxy.cfg, the seed verbatim, HAProxy 1.3/1.4 era, legacy keywords and all) is read
 verbatim and only its environment is mapped:
 - each placeholder address 111.112.113.11N becomes 127.0.1.1N: .114 the syslog host (a real SyslogReceiver on
   127.0.1.14), .115 the balancer (`listen esup-proxy 127.0.1.15:<free port>`, also the `forwardfor except`
@@ -34,7 +34,7 @@ from support.http import RawConnection, Response, build_request
 from support.proxy import IMPLS, ProxyProcess, start_proxy
 from support.syslog import SyslogReceiver, parse_httplog, parse_syslog
 
-SEED = Path("/work/shared/seed/esup-haproxy.cfg")
+SEED = Path(__file__).resolve().parents[2] / "examples" / "esup-haproxy.cfg"  # the seed file, verbatim
 BALANCER = "127.0.1.15"
 SERVER_NAMES = {"116": "ents3", "117": "ents2", "118": "ents1", "119": "ent-maintenance"}
 
