@@ -220,18 +220,13 @@ class ServerSide:
     def _connect_failed(self, timeout: bool) -> None:
         srv = self.srv
         assert srv is not None
-        route = self.route
-        backend = route.be.backend
-        srv.econ += 1
-        backend.econ += 1
         self.fails += 1
-        if self.fails > route.retries:
+        step, delay = after_connect_failure(self.route, srv, self.fails, self.direct, timeout)
+        if step == GIVE_UP:
             self.fails -= 1
             self._fail(503, "s" if timeout else "S", "C")
             return
-        if should_redispatch(route, srv, self.fails, self.direct):
-            srv.wredis += 1
-            backend.wredis += 1
+        if step == REDISPATCH:
             self.redispatched = True
             self._break_persistence()
             self.prev_srv = srv
@@ -239,9 +234,6 @@ class ServerSide:
             self._release_server(srv)
             self._assign(None)
             return
-        srv.wretr += 1
-        backend.wretr += 1
-        delay = 0.0 if timeout else min(1.0, route.t_connect or 1.0)
         if delay <= 0:
             self._connect()
             return
@@ -258,6 +250,27 @@ class ServerSide:
         backend.release(srv)
         if srv.queue or backend.queue:  # somebody waits for the freed slot
             squeue.on_release(backend, srv)
+
+GIVE_UP, REDISPATCH, RETRY = "give up", "redispatch", "retry"
+
+
+def after_connect_failure(route: Route, srv: Server, fails: int, direct: bool, timeout: bool) -> tuple[str, float]:
+    """What follows connect failure number `fails` on `srv` (§8), for HTTP and TCP streams alike: GIVE_UP once
+    `retries` is exhausted; REDISPATCH to another server; or RETRY the same server after the turn-around delay
+    (`min(1 s, timeout connect)` after a real error, none after a connect timeout). Counts econ/wretr/wredis."""
+    backend = route.be.backend
+    srv.econ += 1
+    backend.econ += 1
+    if fails > route.retries:
+        return GIVE_UP, 0.0
+    if should_redispatch(route, srv, fails, direct):
+        srv.wredis += 1
+        backend.wredis += 1
+        return REDISPATCH, 0.0
+    srv.wretr += 1
+    backend.wretr += 1
+    return RETRY, 0.0 if timeout else min(1.0, route.t_connect or 1.0)
+
 
 def should_redispatch(route: Route, srv: Server, retry: int, direct: bool) -> bool:
     """HAProxy's redispatch test for retry number `retry` (1-based) after a connect failure on `srv` (§8)."""

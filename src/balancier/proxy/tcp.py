@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from balancier.proxy import queue as squeue
 from balancier.proxy.logs import TcpLogRecord
 from balancier.proxy.pool import HIGH_WATER, LOW_WATER, ServerConn
-from balancier.proxy.serverside import should_redispatch
+from balancier.proxy.serverside import GIVE_UP, REDISPATCH, after_connect_failure
 
 if TYPE_CHECKING:
     from balancier.proxy.runtime import Route, Runtime
@@ -215,27 +215,19 @@ class TcpStream(asyncio.Protocol):
     def _connect_failed(self, timeout: bool) -> None:
         srv = self.srv
         assert srv is not None
-        route = self.route
-        backend = route.be.backend
-        srv.econ += 1
-        backend.econ += 1
         self.fails += 1
-        if self.fails > route.retries:
+        step, delay = after_connect_failure(self.route, srv, self.fails, False, timeout)
+        if step == GIVE_UP:
             self.fails -= 1
             self._end("s" if timeout else "S", "C")
             return
-        if should_redispatch(route, srv, self.fails, False):
-            srv.wredis += 1
-            backend.wredis += 1
+        if step == REDISPATCH:
             self.redispatched = True
             self.prev_srv = srv
             self.srv = None
             self._release(srv)
             self._assign()
             return
-        srv.wretr += 1
-        backend.wretr += 1
-        delay = 0.0 if timeout else min(1.0, route.t_connect or 1.0)
         if delay <= 0:
             self._connect()
             return
