@@ -71,6 +71,13 @@ def server_queue_full(server: Server) -> bool:
     return mq > 0 and len(server.queue) >= mq
 
 
+def release(backend: Backend, server: Server) -> None:
+    """A stream is done with `server`: free its slot and hand it to a waiter, if any waits."""
+    backend.release(server)
+    if server.queue or backend.queue:
+        on_release(backend, server)
+
+
 def on_release(backend: Backend, server: Server) -> None:
     """Called right after `backend.release(server)`: hand the freed slot(s) to the oldest waiters."""
     sq = server.queue

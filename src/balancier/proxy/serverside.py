@@ -246,10 +246,7 @@ class ServerSide:
             self._connect()
 
     def _release_server(self, srv: Server) -> None:
-        backend = self.route.be.backend
-        backend.release(srv)
-        if srv.queue or backend.queue:  # somebody waits for the freed slot
-            squeue.on_release(backend, srv)
+        squeue.release(self.route.be.backend, srv)
 
 GIVE_UP, REDISPATCH, RETRY = "give up", "redispatch", "retry"
 

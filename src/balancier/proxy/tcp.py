@@ -240,9 +240,7 @@ class TcpStream(asyncio.Protocol):
             self._connect()
 
     def _release(self, srv: Server) -> None:
-        backend = self.route.be.backend
-        backend.release(srv)
-        squeue.on_release(backend, srv)
+        squeue.release(self.route.be.backend, srv)
 
     # server side (ConnOwner)
     def srv_data(self, data: bytes) -> None:
