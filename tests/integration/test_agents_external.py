@@ -261,10 +261,17 @@ def test_stunnel4_lsb_service_wrapping_the_proxy(tmp_path: Path, backend_factory
             assert (await ex.execute(Act("monitor", "tls", interval_ms=5000))).rc == 0
             pid = int(Path(pidfile).read_text().split()[0])
             os.kill(pid, 9)
-            for _ in range(100):
-                if not _alive(pid):
+            # Wait until the killed daemon is reaped, not merely a zombie: Debian's status
+            # (pidofproc, `kill -0`) still sees a zombie as running.
+            for _ in range(250):
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
                     break
                 await asyncio.sleep(0.02)
+            assert not _alive(pid)
             dead = await ex.execute(Act("probe", "tls"))
             assert dead.rc == 7 and "status exited with" in dead.output  # the cluster sees it stopped
             assert (await ex.execute(Act("stop", "tls"))).rc == 0
