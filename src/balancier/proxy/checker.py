@@ -6,6 +6,12 @@ Rules (spec/haproxy.md §6):
   (``health.first_check_delays``); each later check starts ``next_interval()`` after the previous one ended, with
   ``spread-checks`` noise.
 - Target: ``addr``/``port`` when given, else the server's address; a server without any port cannot be checked.
+- TLS (spec §6, §16): a server with ``ssl`` is checked over TLS unless ``addr``/``port`` redirect the check;
+  ``check-ssl`` forces TLS, ``no-check-ssl`` forbids it. The TCP connect is judged first (L4*), then the handshake
+  with the server's verification settings but no SNI and so no name check (HAProxy sends an SNI to checks only
+  with ``check-sni``): its failure is L6RSP ``SSL handshake failure`` (a
+  certificate that does not verify included), its timeout L6TOUT; a TLS check without ``option httpchk`` passes
+  as L6OK; with it, the HTTP exchange runs inside TLS.
 - TCP check: connect succeeds → L4OK; refused → L4CON ``info: "Connection refused"``; other socket errors → L4CON
   with the error text; connect timeout → L4TOUT. Once connected, a socket error (e.g. a reset) → SOCKERR with the
   error text.
@@ -40,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -304,6 +311,15 @@ class Checker:
         except OSError as e:
             return CheckResult("L4CON", False, info=e.strerror or str(e), duration=elapsed_ms())
         try:
+            tls = cfg.check_tls_context if cfg.check_uses_ssl else None
+            if tls is not None:  # no SNI: HAProxy sends one to checks only with check-sni (not implemented)
+                budget = (to.check if to.check else max(1, inter - elapsed_ms())) / 1000.0
+                failed = await self._handshake(writer, tls, None, budget)
+                if failed is not None:
+                    failed.duration = elapsed_ms()
+                    return failed
+                if hc is None:
+                    return CheckResult("L6OK", True, duration=elapsed_ms())
             if hc is None:
                 return CheckResult("L4OK", True, duration=elapsed_ms())
             budget = (to.check if to.check else max(1, inter - elapsed_ms())) / 1000.0
@@ -318,6 +334,18 @@ class Checker:
             return res
         finally:
             writer.close()
+
+    @staticmethod
+    async def _handshake(writer: asyncio.StreamWriter, ctx: ssl.SSLContext, sni: str | None,
+                         budget: float) -> CheckResult | None:
+        """TLS on an open check connection; None when it succeeded, else the failed result."""
+        try:
+            await asyncio.wait_for(writer.start_tls(ctx, server_hostname=sni or ""), budget)
+        except TimeoutError:
+            return CheckResult("L6TOUT", False)
+        except (ssl.SSLError, ssl.CertificateError, ConnectionError, OSError, ValueError):
+            return CheckResult("L6RSP", False, info="SSL handshake failure")
+        return None
 
     @staticmethod
     async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hc: HttpCheck) -> bytes:

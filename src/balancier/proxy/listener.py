@@ -10,17 +10,71 @@ Rules:
   closes only that duplicate: the socket stays in LISTEN state and new clients wait in the kernel backlog, exactly
   as HAProxy's "stop accepting" (no error is sent). Resuming serves a fresh duplicate.
 - A soft stop closes the listeners for good, so new connects are refused.
+- TLS (`bind ... ssl crt ...`): the listener serves with the bind's context (proxy/tls.py, loaded with the
+  configuration), so a protocol only ever sees decrypted bytes, in HTTP and TCP mode alike; the handshake is
+  bounded by `TLS_HANDSHAKE_TIMEOUT`. A client that fails the handshake (plaintext, garbage, no shared version,
+  unknown name under strict-sni) is dropped by the TLS layer before any protocol is told, so it costs no stream.
+- Each protocol made for a TLS bind gets `ssl_fc = True`; when its route has `http-request` rules
+  (proxy/httprules.py) it gets them as `http_rules`. Both are class-level defaults on the stream (False / None),
+  so plain binds without rules pay nothing per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from balancier.proxy.config.model import Bind
 from balancier.proxy.process import StartError
+
+# Time allowed for a client's TLS handshake (HAProxy bounds it with `timeout client`; a fixed bound keeps a silent
+# client from holding a socket forever, whatever the configuration says).
+TLS_HANDSHAKE_TIMEOUT = 10.0
+_UNKNOWN: Any = object()
+
+
+class _QuietTlsEof(logging.Filter):
+    """The HTTP stream keeps a half-closed connection until its response is out (eof_received returns True); over
+    TLS the event loop ignores that and says so once per connection on the `asyncio` logger. Drop that line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+_QUIET = _QuietTlsEof()
+
+
+def _route_rules(proto: Any) -> Any:
+    """The http-request rules of the route a stream serves (None when it has none or is not an HTTP stream)."""
+    from balancier.proxy.httprules import rules_for
+
+    route = getattr(proto, "route", None)
+    if route is None or getattr(route, "mode", "http") != "http":
+        return None
+    fe, be = route.fe.cfg, route.be.cfg
+    return rules_for(fe.http_rules, be.http_rules, fe is be)
+
+
+def wrap_factory(factory: Callable[[], asyncio.BaseProtocol], ssl_fc: bool) -> Callable[[], asyncio.BaseProtocol]:
+    """A factory that marks its protocols as TLS ones and hands them their route's http-request rules."""
+    rules: Any = _UNKNOWN
+
+    def make() -> asyncio.BaseProtocol:
+        nonlocal rules
+        proto = factory()
+        if rules is _UNKNOWN:  # one route per listener: look the rules up once
+            rules = _route_rules(proto)
+        if rules is not None:
+            proto.http_rules = rules  # type: ignore[attr-defined]
+        if ssl_fc:
+            proto.ssl_fc = True  # type: ignore[attr-defined]
+        return proto
+
+    return make
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -70,7 +124,9 @@ class Listener:
 
     def start(self, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.BaseProtocol]) -> None:
         self._loop = loop
-        self._factory = factory
+        self._factory = wrap_factory(factory, self.bind.tls is not None)
+        if self.bind.tls is not None:
+            logging.getLogger("asyncio").addFilter(_QUIET)
         self.resume()
 
     def resume(self) -> None:
@@ -86,7 +142,13 @@ class Listener:
                 assert self._loop is not None and self._factory is not None
                 dup = socket.socket(fileno=os.dup(self.sock.fileno()))
                 dup.setblocking(False)
-                self._server = await self._loop.create_server(self._factory, sock=dup, backlog=self.backlog)
+                tls = self.bind.tls
+                if tls is None:
+                    self._server = await self._loop.create_server(self._factory, sock=dup, backlog=self.backlog)
+                else:
+                    self._server = await self._loop.create_server(
+                        self._factory, sock=dup, backlog=self.backlog, ssl=tls.context,
+                        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
                 if not self._want_serving:  # paused while we were starting
                     self._server.close()
                     self._server = None

@@ -11,13 +11,21 @@ Rules (HAProxy §11 `http-reuse`):
 - Idle connections are purged after `IDLE_TIMEOUT` seconds (HAProxy's pool-purge-delay is 5 s) and at most
   `MAX_IDLE_PER_SERVER` are kept, so a burst does not pin thousands of sockets on the servers.
 - Write buffer limits are named here, they drive flow control in both directions (see stream.py).
+- `connect()` opens every server connection (HTTP and TCP streams alike): plain TCP, or TLS for `server ... ssl`
+  with the client context built when the configuration was loaded (proxy/tls.py). The SNI is `sni str(..)`, or
+  the request's Host name for `sni req.hdr(host)`; no SNI otherwise. A failed handshake or a certificate that does
+  not verify is a failed connect (retried, then 503 `sC`). Connections whose SNI came from a request's Host field
+  are never pooled: the pool does not know which name a later request would need.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
+
+from balancier.proxy.tls import sni_for
 
 if TYPE_CHECKING:
     from balancier.proxy.servers import Server
@@ -26,6 +34,30 @@ HIGH_WATER = 256 * 1024  # pause reading the other side when a write buffer grow
 LOW_WATER = 64 * 1024  # ... and resume below this
 IDLE_TIMEOUT = 5.0
 MAX_IDLE_PER_SERVER = 256
+TLS_HANDSHAKE_TIMEOUT = 10.0  # bounded further by the stream's connect timeout
+
+
+def connect(loop: asyncio.AbstractEventLoop, server: Server, host: str, port: int,
+            request: Any = None) -> Coroutine[Any, Any, tuple[asyncio.Transport, ServerConn]]:
+    """The coroutine that opens a connection to ``server`` at host:port (TLS when the server says ``ssl``).
+
+    ``request``: the request head the connection is for (its Host field is the SNI of ``sni req.hdr(host)``)."""
+    cfg = server.cfg
+    if not cfg.ssl or cfg.tls_context is None:
+        return loop.create_connection(lambda: ServerConn(server), host, port)  # type: ignore[return-value]
+    tls = cfg.tls
+    from_host = tls is not None and tls.sni_from_host
+    host_field = request.get("host") if (from_host and request is not None) else None
+    sni = sni_for(tls, host_field)
+
+    def make() -> ServerConn:
+        conn = ServerConn(server)
+        conn.private = from_host
+        return conn
+
+    # server_hostname "" sends no SNI (and the context checks a name only when an SNI is configured)
+    return loop.create_connection(make, host, port, ssl=cfg.tls_context,  # type: ignore[return-value]
+                                  server_hostname=sni or "", ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
 
 
 class ConnOwner(Protocol):
@@ -37,7 +69,7 @@ class ConnOwner(Protocol):
 
 
 class ServerConn(asyncio.Protocol):
-    __slots__ = ("server", "transport", "owner", "uses", "alive", "idle_since", "pool", "write_paused")
+    __slots__ = ("server", "transport", "owner", "uses", "alive", "idle_since", "pool", "write_paused", "private")
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -48,6 +80,7 @@ class ServerConn(asyncio.Protocol):
         self.idle_since = 0.0
         self.pool: Pool | None = None  # set while idle in a pool
         self.write_paused = False
+        self.private = False  # never pooled (TLS with an SNI taken from one request's Host field)
 
     # asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
@@ -113,7 +146,7 @@ class Pool:
         self.count = 0
 
     def put(self, conn: ServerConn, now: float) -> None:
-        if not conn.alive or conn.transport is None or conn.transport.is_closing():
+        if not conn.alive or conn.private or conn.transport is None or conn.transport.is_closing():
             conn.close()
             return
         q = self.idle.get(id(conn.server))

@@ -26,7 +26,9 @@ ALERTS = [
                                               "implemented by balancier)"),
     ("listen l\n    http-request deny\n", "x.cfg:7: unsupported keyword 'http-request deny' in section 'listen' "
                                           "(not implemented by balancier; only 'http-request use-service "
-                                          "prometheus-exporter if { path <path> }' is)"),
+                                          "prometheus-exporter if { path <path> }', 'http-request redirect scheme "
+                                          "<scheme> [code <code>] [drop-query] [if|unless [!]{ ssl_fc }]' and "
+                                          "'http-request set-header <name> <string> [if|unless [!]{ ssl_fc }]' are)"),
     ("listen l\n    stats show-legends\n", "x.cfg:7: unsupported keyword 'stats show-legends' in section 'listen' "
                                            "(not implemented by balancier)"),
     ("listen l\n    option http-buffer-request\n", "x.cfg:7: unsupported keyword 'option http-buffer-request' in "
@@ -38,8 +40,9 @@ ALERTS = [
     ("backend b\n    balance foo\n", "x.cfg:7: balance only supports 'roundrobin', 'static-rr', 'leastconn', "
                                      "'source', 'uri', 'url_param', 'hdr(name)' and 'rdp-cookie(name)' options."),
     ("backend b\n    balance roundrobin x\n", "x.cfg:7: 'balance' cannot handle unexpected argument 'x'."),
-    ("listen l\n    bind :443 ssl crt /etc/site.pem\n", "x.cfg:7: unsupported bind option 'ssl' on 'bind :443' "
-                                                        "(not implemented by balancier)"),
+    ("listen l\n    bind :443 ssl crt /etc/site.pem\n", "x.cfg:7: 'bind :443' in section 'listen' : unable to stat "
+                                                        "SSL certificate from file '/etc/site.pem' : No such file or "
+                                                        "directory."),
     ("listen l\n    bind :80 frob\n", "x.cfg:7: 'bind :80' unknown keyword 'frob'."),
     ("listen l\n    bind 127.0.0.1\n", "x.cfg:7: 'bind 127.0.0.1' : missing port number: '127.0.0.1'"),
     ("listen l\n    bind :8000-8010\n", "x.cfg:7: 'bind :8000-8010' : port ranges are not supported in ':8000-8010' "

@@ -96,8 +96,8 @@ SERVER_ERRORS = [
     ("server s 127.0.0.1:80 inter", "'server b/s' : 'inter' expects an argument."),
     ("server s 127.0.0.1:80 maxconn -3", "'server b/s' : 'maxconn' expects a positive integer argument (got '-3')."),
     ("server s 127.0.0.1:80 port 0", "'server b/s' : invalid port '0' for 'port' (expects 1 to 65535)."),
-    ("server s 127.0.0.1:80 ssl verify none", "'server b/s' : unsupported server parameter 'ssl' (not implemented "
-                                              "by balancier)"),
+    ("server s 127.0.0.1:80 ssl verify optional", "'server b/s' : 'verify' : unknown verify method 'optional', only "
+                                                  "'none' and 'required' are supported"),
     ("server s 127.0.0.1:80 track b/t", "'server b/s' : unsupported server parameter 'track' (not implemented by "
                                         "balancier)"),
     ("server s 127.0.0.1:80 slowstart 10s", "'server b/s' : unsupported server parameter 'slowstart' (not "

@@ -82,7 +82,9 @@ REFUSED: list[tuple[str, str]] = [
                     "(got 'bogus')."),
     ("stats socket /tmp/s", "'stats socket' is only valid in the 'global' section."),
     ("http-request deny", "unsupported keyword 'http-request deny' in section 'listen' (not implemented by "
-                          "balancier; only 'http-request use-service prometheus-exporter if { path <path> }' is)"),
+                          "balancier; only 'http-request use-service prometheus-exporter if { path <path> }', "
+                          "'http-request redirect scheme <scheme> [code <code>] [drop-query] [if|unless [!]{ ssl_fc }]' "
+                          "and 'http-request set-header <name> <string> [if|unless [!]{ ssl_fc }]' are)"),
     ("http-request use-service lua.x", "'http-request use-service' only supports 'prometheus-exporter if { path "
                                        "<path> }' in balancier (got 'lua.x')."),
     ("http-request use-service prometheus-exporter", "only supports 'prometheus-exporter if { path <path> }'"),

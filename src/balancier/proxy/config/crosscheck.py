@@ -4,8 +4,9 @@
 Rules:
 - tcp mode: ``cookie`` on a backend is dropped with ``cookie will be ignored for backend 'b' (needs 'mode
   http').``; ``option httplog`` on a frontend falls back to tcplog with HAProxy's warning; ``option forwardfor`` is
-  dropped with ``'option forwardfor' ignored for frontend 'f' as it requires HTTP mode.``. ``option httpchk``
-  stays (HAProxy runs HTTP checks for tcp backends too).
+  dropped with ``'option forwardfor' ignored for frontend 'f' as it requires HTTP mode.``; ``http-request`` rules
+  are dropped with ``'http-request' rules ignored for frontend 'f' as they require HTTP mode.``. ``option
+  httpchk`` stays (HAProxy runs HTTP checks for tcp backends too).
 - A frontend with a log format but no log target warns; a proxy missing the client (frontend side) or connect /
   server timeouts (backend side, with servers) warns ``missing timeouts for ...``.
 - ``http-check`` rules without ``option httpchk`` warn and are ignored.
@@ -19,6 +20,8 @@ Rules:
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from balancier.proxy.config.context import Ctx
 from balancier.proxy.config.drafts import ProxyDraft
@@ -45,6 +48,21 @@ def _tcp_mode(ctx: Ctx, px: ProxyDraft) -> None:
         ctx.report.warning(px.where, f"'option forwardfor' ignored for {px.type_str} '{px.name}' as it requires "
                                      "HTTP mode.")
         v["forwardfor"] = None
+    if v["http_rules"] or v["prometheus_path"] is not None:
+        where = v["http_rules"][0].where if v["http_rules"] else px.where
+        ctx.report.warning(where, f"'http-request' rules ignored for {px.type_str} '{px.name}' as they require "
+                                  "HTTP mode.")
+        v["http_rules"] = ()
+        v["prometheus_path"] = None
+    if v["stats"] is not None:
+        ctx.report.warning(v["stats"].where, f"'stats' statement ignored for {px.type_str} '{px.name}' as it "
+                                             "requires HTTP mode.")
+        v["stats"] = None
+    for i, srv in enumerate(px.servers):
+        if srv.cookie is not None:
+            ctx.report.warning(srv.where, f"{px.type_str} '{px.name}' : ignoring cookie for server '{srv.name}' as "
+                                          "HTTP mode is disabled.")
+            px.servers[i] = dataclasses.replace(srv, cookie=None)
 
 
 def _one_proxy(ctx: Ctx, px: ProxyDraft) -> None:

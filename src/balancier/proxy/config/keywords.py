@@ -61,31 +61,31 @@ OPTION_UNSUPPORTED = frozenset({
 })
 
 SERVER_UNSUPPORTED = frozenset({
-    "agent-addr", "agent-check", "agent-inter", "agent-port", "agent-send", "allow-0rtt", "alpn", "ca-file",
-    "check-alpn", "check-proto", "check-send-proxy", "check-sni", "check-ssl", "check-via-socks4", "ciphers",
+    "agent-addr", "agent-check", "agent-inter", "agent-port", "agent-send", "allow-0rtt", "alpn",
+    "check-alpn", "check-proto", "check-send-proxy", "check-sni", "check-via-socks4", "ciphers",
     "ciphersuites", "crl-file", "crt", "curves", "error-limit", "force-sslv3", "force-tlsv10", "force-tlsv11",
     "force-tlsv12", "force-tlsv13", "id", "init-addr", "init-state", "log-proto", "max-reuse", "namespace",
-    "no-agent-check", "no-check-ssl", "no-send-proxy", "no-send-proxy-v2", "no-ssl", "no-ssl-reuse", "no-sslv3",
+    "no-agent-check", "no-send-proxy", "no-send-proxy-v2", "no-ssl-reuse", "no-sslv3",
     "no-tls-tickets", "no-tlsv10", "no-tlsv11", "no-tlsv12", "no-tlsv13", "no-verifyhost", "no-tfo", "non-stick",
     "npn", "observe", "on-error", "on-marked-down", "on-marked-up", "pool-conn-name", "pool-low-conn",
     "pool-max-conn", "pool-purge-delay", "proto", "proxy-v2-options", "redir", "resolve-net", "resolve-opts",
     "resolve-prefer", "resolvers", "send-proxy", "send-proxy-v2", "send-proxy-v2-ssl", "send-proxy-v2-ssl-cn",
-    "set-proxy-v2-tlv-fmt", "shard", "sigalgs", "slowstart", "sni", "socks4", "source", "ssl", "ssl-max-ver",
-    "ssl-min-ver", "ssl-reuse", "stick", "tcp-ut", "tfo", "tls-tickets", "track", "usesrc", "verify",
+    "set-proxy-v2-tlv-fmt", "shard", "sigalgs", "slowstart", "socks4", "source", "ssl-max-ver",
+    "ssl-min-ver", "ssl-reuse", "stick", "tcp-ut", "tfo", "tls-tickets", "track", "usesrc",
     "verifyhost", "ws", "guid", "hash-key", "strict-maxconn", "check-pool-conn-name", "check-reuse-pool",
     "client-sigalgs", "idle-ping", "sni-auto", "check-sni-auto",
 })
 
 BIND_OPTIONS = frozenset({
-    "accept-netscaler-cip", "accept-proxy", "allow-0rtt", "alpn", "backlog", "ca-file", "ca-ignore-err",
-    "ca-sign-file", "ca-sign-pass", "ca-verify-file", "ciphers", "ciphersuites", "crl-file", "crt",
+    "accept-netscaler-cip", "accept-proxy", "allow-0rtt", "backlog", "ca-file", "ca-ignore-err",
+    "ca-sign-file", "ca-sign-pass", "ca-verify-file", "crl-file",
     "crt-ignore-err", "crt-list", "curves", "defer-accept", "ecdhe", "expose-fd", "force-sslv3", "force-tlsv10",
     "force-tlsv11", "force-tlsv12", "force-tlsv13", "generate-certificates", "gid", "group", "guid-prefix", "id",
     "idle-ping", "interface", "label", "level", "maxconn", "mode", "mss", "name", "namespace", "nbconn",
     "nice", "no-alpn", "no-ca-names", "no-sslv3", "no-tls-tickets", "no-tlsv10", "no-tlsv11", "no-tlsv12",
     "no-tlsv13", "npn", "prefer-client-ciphers", "process", "proto", "quic-cc-algo", "quic-force-retry",
-    "severity-output", "shards", "sigalgs", "ssl", "ssl-max-ver", "ssl-min-ver", "strict-sni", "tcp-ut", "tfo",
-    "thread", "tls-ticket-keys", "transparent", "uid", "user", "v4v6", "v6only", "verify", "default-crt",
+    "severity-output", "shards", "sigalgs", "tcp-ut", "tfo",
+    "thread", "tls-ticket-keys", "transparent", "uid", "user", "v4v6", "v6only", "verify",
     "client-sigalgs", "ktls",
 })
 

@@ -10,7 +10,12 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+
+    from balancier.proxy.tls import BindSettings, BindTls, ServerSettings
 
 Mode = Literal["http", "tcp"]
 # HTTP connection modes, HAProxy's names: KAL = http-keep-alive (default), SCL = http-server-close, CLO = httpclose.
@@ -66,6 +71,27 @@ class Timeouts:
 class Bind:
     host: str  # '' = every IPv4 address, '::' = IPv6
     port: int
+    where: Where = NOWHERE
+    ssl: BindSettings | None = None  # `bind ... ssl crt ...`: the TLS words (None: plain TCP)
+    # the certificates read from them when the configuration was loaded (proxy/tls.py), given to the listener
+    tls: BindTls | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class HttpRule:
+    """One supported `http-request` rule (proxy/httprules.py runs them in order, before a server is chosen).
+
+    action 'redirect-scheme': `redirect scheme <value> [code <code>] [drop-query]` (final);
+    action 'set-header': `set-header <name> <value>` (value: a plain string).
+    cond: 'always' (no condition), 'ssl' (`if { ssl_fc }` / `unless !{ ssl_fc }`), 'nossl' (the opposite).
+    """
+
+    action: Literal["redirect-scheme", "set-header"]
+    value: str
+    name: str = ""
+    code: int = 302
+    drop_query: bool = False
+    cond: Literal["always", "ssl", "nossl"] = "always"
     where: Where = NOWHERE
 
 
@@ -134,6 +160,19 @@ class ServerConfig:
     maxqueue: int = 0  # 0 = unlimited
     disabled: bool = False  # starts in MAINT
     where: Where = NOWHERE
+    ssl: bool = False  # `ssl`: traffic to the server goes over TLS
+    tls: ServerSettings | None = None  # verify / ca-file / sni (with `ssl` or `check-ssl`)
+    check_ssl: bool | None = None  # `check-ssl` / `no-check-ssl`; None: checks use TLS when `ssl` and no addr/port
+    # the client context built from `tls` when the configuration was loaded (proxy/tls.py)
+    tls_context: _ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+    # the same for health checks, which send no SNI and so check no name (the same object when no name is checked)
+    check_tls_context: _ssl.SSLContext | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def check_uses_ssl(self) -> bool:
+        if self.check_ssl is not None:
+            return self.check_ssl
+        return self.ssl and self.check_port is None and self.check_addr is None
 
 
 @dataclass(frozen=True)
@@ -184,6 +223,7 @@ class Proxy:
     stats: StatsConfig | None = None  # None = no stats page
     prometheus_path: str | None = None  # `http-request use-service prometheus-exporter if { path P }`
     where: Where = NOWHERE
+    http_rules: tuple[HttpRule, ...] = ()  # `http-request redirect scheme` / `set-header` rules, in order
 
     @property
     def is_frontend(self) -> bool:

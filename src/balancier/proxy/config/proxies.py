@@ -12,8 +12,15 @@ Rules (HAProxy's cfgparse-listen.c and proxy.c, as documented in the specificati
 - ``stats enable|uri|auth|realm|refresh|admin|hide-version`` build the stats page settings; as in HAProxy every
   one of them enables the page. ``stats admin`` accepts only ``if TRUE`` (no ACL engine); other ``stats`` words
   (``show-legends``, ``show-node``, ``show-desc``, ``scope``, ``http-request``, ``bind-process``) are refused.
-- ``http-request`` accepts only ``use-service prometheus-exporter if { path <P> }``; every other rule is refused
-  naming its action.
+- ``bind <addr> [TLS words]``: the TLS words are parsed and their certificates loaded by tlsopts.py (one load per
+  line, shared by every address of a comma list); any other bind option is refused by name.
+- ``server``: TLS settings of ``default-server`` and of the line are merged word by word; a server using TLS
+  (``ssl`` or ``check-ssl``) with ``verify required`` (the default) and no ``ca-file`` is refused with HAProxy's
+  message; its client context is built here, when the configuration is loaded.
+- ``http-request`` accepts ``use-service prometheus-exporter if { path <P> }``, ``redirect scheme <s> [code
+  301|302|303|307|308] [drop-query] [if|unless [!]{ ssl_fc }]`` and ``set-header <name> <plain string> [if|unless
+  [!]{ ssl_fc }]`` in frontend, backend and listen sections (as HAProxy 2.6: not in an anonymous defaults section;
+  named defaults carrying rules are not implemented); every other rule is refused naming its action.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 from balancier.proxy.config.addresses import AddressError, parse_bind, parse_server
 from balancier.proxy.config.context import Ctx
 from balancier.proxy.config.drafts import ProxyDraft
-from balancier.proxy.config.keywords import BIND_OPTIONS, HTTP_CHECK_UNSUPPORTED, PROXY_UNSUPPORTED
+from balancier.proxy.config.keywords import HTTP_CHECK_UNSUPPORTED, PROXY_UNSUPPORTED
 from balancier.proxy.config.logtargets import LogError, parse_log
 from balancier.proxy.config.model import (
     Balance,
@@ -40,7 +47,9 @@ from balancier.proxy.config.model import (
 )
 from balancier.proxy.config.options import parse_option
 from balancier.proxy.config.servers import ServerError, parse_params
+from balancier.proxy.config.tlsopts import NO_CA_MESSAGE, bind_tls, http_rule, server_settings
 from balancier.proxy.config.units import parse_time, parse_uint, time_message
+from balancier.proxy.tls import BindSettings, BindTls, TlsError, server_context
 
 Handler = Callable[[Ctx, ProxyDraft, Where, list[str]], None]
 
@@ -140,10 +149,11 @@ def _mode(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
         ctx.report.alert(where, f"unknown proxy mode '{args[1]}'.")
 
 
-def add_binds(ctx: Ctx, px: ProxyDraft, where: Where, text: str) -> None:
+def add_binds(ctx: Ctx, px: ProxyDraft, where: Where, text: str, tls: BindSettings | None = None,
+              loaded: BindTls | None = None) -> None:
     try:
         for host, port in parse_bind(text, ctx.resolve):
-            px.binds.append(Bind(host=host, port=port, where=where))
+            px.binds.append(Bind(host=host, port=port, where=where, ssl=tls, tls=loaded))
     except AddressError as exc:
         ctx.report.alert(where, f"'bind {text}' : {exc}")
 
@@ -157,15 +167,12 @@ def _bind(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
     if len(args) < 2:
         ctx.report.alert(where, "'bind' expects {<path>|[addr1]:port1[-end1]}{,...} [param*] as arguments.")
         return
+    settings = loaded = None
     if len(args) > 2:
-        opt = args[2]
-        if opt in BIND_OPTIONS:
-            ctx.report.alert(where, f"unsupported bind option '{opt}' on 'bind {args[1]}' "
-                                    "(not implemented by balancier)")
-        else:
-            ctx.report.alert(where, f"'bind {args[1]}' unknown keyword '{opt}'.")
-        return
-    add_binds(ctx, px, where, args[1])
+        ok, settings, loaded = bind_tls(ctx, px, where, args)
+        if not ok:
+            return
+    add_binds(ctx, px, where, args[1], settings, loaded)
 
 
 def _default_backend(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
@@ -429,7 +436,21 @@ def _server(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
         ctx.report.alert(where, f"{label} : {exc}")
         return
     fields = {**px.default_server, **params}
-    server = ServerConfig(name=name, host=host, port=port, where=where, **fields)
+    fields["_tls"] = {**px.default_server.get("_tls", {}), **params.get("_tls", {})}
+    tls = server_settings(fields)
+    server = ServerConfig(name=name, host=host, port=port, where=where, tls=tls, **fields)
+    if tls is not None and (server.ssl or server.check_ssl):
+        if tls.verify == "required" and tls.ca_file is None:
+            ctx.report.alert(where, f"{label} : {NO_CA_MESSAGE}")
+            return
+        try:
+            ctx_traffic = server_context(tls)
+            ctx_check = ctx_traffic if not ctx_traffic.check_hostname else server_context(
+                dataclasses.replace(tls, sni=None, sni_from_host=False))
+            server = dataclasses.replace(server, tls_context=ctx_traffic, check_tls_context=ctx_check)
+        except TlsError as exc:
+            ctx.report.alert(where, f"{label} : {exc}")
+            return
     if server.check and server.port is None and server.check_port is None:
         ctx.report.alert(where, f"{px.type_str} '{px.name}': server '{name}' has neither service port nor check "
                                 "port.")
@@ -445,7 +466,9 @@ def _default_server(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> 
     except ServerError as exc:
         ctx.report.alert(where, f"'default-server' : {exc}")
         return
+    tls = {**px.default_server.get("_tls", {}), **params.get("_tls", {})}
     px.default_server.update(params)
+    px.default_server["_tls"] = tls
 
 
 _STATS_REFUSED = ("show-legends", "show-node", "show-desc", "scope", "http-request", "bind-process", "show-modules")
@@ -510,12 +533,29 @@ def _stats_rule(ctx: Ctx, where: Where, args: list[str], sub: str, cur: StatsCon
     return None
 
 
+_HTTP_REQUEST_FORMS = ("only 'http-request use-service prometheus-exporter if { path <path> }', 'http-request "
+                       "redirect scheme <scheme> [code <code>] [drop-query] [if|unless [!]{ ssl_fc }]' and "
+                       "'http-request set-header <name> <string> [if|unless [!]{ ssl_fc }]' are")
+
+
 def _http_request(ctx: Ctx, px: ProxyDraft, where: Where, args: list[str]) -> None:
     action = args[1] if len(args) > 1 else ""
+    if action in ("redirect", "set-header"):
+        if px.kind == "defaults":
+            if not px.name:
+                ctx.report.alert(where, "'http-request' not allowed in anonymous 'defaults' section.")
+            else:
+                ctx.report.alert(where, f"unsupported keyword 'http-request {action}' in section 'defaults' (not "
+                                        "implemented by balancier: write the rule in the frontend, backend or "
+                                        "listen section)")
+            return
+        rule = http_rule(ctx, px, where, args)
+        if rule is not None:
+            px.values["http_rules"] = (*px.values["http_rules"], rule)
+        return
     if action != "use-service":
         ctx.report.alert(where, f"unsupported keyword 'http-request {action}' in section '{px.kind}' (not "
-                                "implemented by balancier; only 'http-request use-service prometheus-exporter "
-                                "if { path <path> }' is)")
+                                f"implemented by balancier; {_HTTP_REQUEST_FORMS})")
         return
     rest = args[2:]
     if (len(rest) == 6 and rest[0] == "prometheus-exporter" and rest[1:4] == ["if", "{", "path"]

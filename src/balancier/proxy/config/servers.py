@@ -6,7 +6,10 @@ Rules:
 - Supported: ``weight`` 0..256, ``cookie``, ``check``/``no-check``, ``inter``/``fastinter``/``downinter`` (times,
   > 0), ``rise``/``fall`` (> 0), ``port`` (check port), ``addr`` (check address), ``backup``/``no-backup``,
   ``maxconn``/``minconn``/``maxqueue``, ``disabled``/``enabled``.
-- HAProxy's other server parameters are refused by name (``ssl``, ``track``, ``slowstart`` ...); anything else is
+- TLS to the server: ``ssl``/``no-ssl``, ``verify none|required``, ``ca-file``, ``sni str(..)|req.hdr(host)``,
+  ``check-ssl``/``no-check-ssl`` (parsed by tlsopts.py; their settings travel under the ``_tls`` key until the
+  server line is complete, see proxies.py).
+- HAProxy's other server parameters are refused by name (``track``, ``slowstart``, ``alpn`` ...); anything else is
   an unknown keyword with a "did you mean" hint.
 - Messages follow HAProxy's (``weight of server s1 is not within 0 and 256 (300).``, ``'rise' has to be > 0.``).
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 from balancier.proxy.config.addresses import AddressError, Resolver, parse_server
 from balancier.proxy.config.keywords import SERVER_UNSUPPORTED
+from balancier.proxy.config.tlsopts import SERVER_TLS_WORDS, TlsOptionError, server_word
 from balancier.proxy.config.units import TimeError, parse_time, parse_uint
 
 _FLAGS = {
@@ -30,7 +34,8 @@ _FLAGS = {
 }
 _TIMES = {"inter": "inter", "fastinter": "fastinter", "downinter": "downinter"}
 _COUNTS = {"maxconn": "maxconn", "minconn": "minconn", "maxqueue": "maxqueue"}
-SERVER_PARAMS = sorted([*_FLAGS, *_TIMES, *_COUNTS, "weight", "cookie", "rise", "fall", "port", "addr"])
+SERVER_PARAMS = sorted([*_FLAGS, *_TIMES, *_COUNTS, *SERVER_TLS_WORDS, "weight", "cookie", "rise", "fall", "port",
+                        "addr"])
 
 
 class ServerError(Exception):
@@ -47,6 +52,12 @@ def parse_params(words: list[str], server: str, resolve: Resolver, allow_cookie:
             field_name, value = _FLAGS[kw]
             out[field_name] = value
             i += 1
+            continue
+        if kw in SERVER_TLS_WORDS:
+            try:
+                i = server_word(words, i, out)
+            except TlsOptionError as exc:
+                raise ServerError(str(exc)) from None
             continue
         if kw in SERVER_UNSUPPORTED:
             raise ServerError(f"unsupported server parameter '{kw}' (not implemented by balancier)")
