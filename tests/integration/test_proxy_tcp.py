@@ -9,9 +9,13 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import test_tcp_peers
+from test_tcp_peers import TcpPeer
 
 from support.backends import free_port
 from support.syslog import parse_syslog
+
+peers = test_tcp_peers.peers  # the fixture: every peer closed at teardown
 
 TCPLOG = re.compile(
     r"^(?P<ip>[\d.]+):(?P<port>\d+) \[[^\]]+\] (?P<fe>\S+) (?P<be>[^/\s]+)/(?P<srv>\S+) "
@@ -69,7 +73,7 @@ def echo() -> Iterator[EchoServer]:
 
 
 def _cfg(body: str, syslog: str | None = None) -> str:
-    glob = f"global\n    log {syslog} local0\n" if syslog else "global\n"
+    glob = f"global\n    nbthread 1\n    log {syslog} local0\n" if syslog else "global\n    nbthread 1\n"
     logs = "    log global\n    option tcplog\n" if syslog else ""
     return (f"{glob}defaults\n    mode tcp\n{logs}    timeout connect 1s\n    timeout client 5s\n"
             f"    timeout server 5s\n{body}")
@@ -139,3 +143,75 @@ def test_tcp_client_timeout(proxy_factory, echo, syslog_receiver) -> None:
     raw = syslog_receiver.wait_for(lambda line: "raw raw/e" in line)
     m = TCPLOG.match(parse_syslog(raw).message)
     assert m and m["ts"] in ("cD", "sD")
+
+
+def test_half_close_with_megabytes_both_ways(proxy_factory, peers) -> None:
+    """The client streams 4 MB of lines and shuts its write side; the answer (4 MB upper-cased, then the line
+    count) keeps coming after the client's EOF, through the balancer's flow control in both directions."""
+    lines = TcpPeer("lines")
+    peers.append(lines)
+    port = free_port()
+    proxy_factory(_cfg(f"listen raw\n    bind 127.0.0.1:{port}\n    server l {lines.address}\n"))
+    line = b"abcdefghijklmnopqrstuvwxyz0123456789" * 3 + b"\n"
+    count = 4 * 1024 * 1024 // len(line)
+    s = socket.create_connection(("127.0.0.1", port))
+
+    def send() -> None:
+        for i in range(0, count, 1000):
+            s.sendall(line * min(1000, count - i))
+        s.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        got = _recv_all(s, timeout=20)
+    finally:
+        sender.join(20)
+        s.close()
+    assert got == line.upper() * count + b"BYE %d\n" % count
+
+
+def test_soft_stop_lets_established_tcp_connections_finish(proxy_factory, peers) -> None:
+    """SIGUSR1: the listener closes at once, an established TCP connection keeps relaying until its client is
+    done, then the process exits by itself."""
+    lines = TcpPeer("lines")
+    peers.append(lines)
+    port = free_port()
+    proxy = proxy_factory(_cfg(f"listen raw\n    bind 127.0.0.1:{port}\n    server l {lines.address}\n"))
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"before\n")
+        assert s.recv(100) == b"BEFORE\n"
+        proxy.soft_stop()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:  # the listener goes away...
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            except OSError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("still accepting after SIGUSR1")
+        assert proxy.alive(), "... but the process waits for its TCP connection"
+        s.sendall(b"after\n")
+        assert s.recv(100) == b"AFTER\n"
+        s.shutdown(socket.SHUT_WR)
+        assert _recv_all(s) == b"BYE 2\n"
+    finally:
+        s.close()
+    assert proxy.wait_exit(5) == 0, proxy.explain()
+
+
+def test_relay_with_two_workers(proxy_factory, peers) -> None:
+    """`nbthread 2`: connections spread over two worker processes relay and half-close the same way."""
+    lines = TcpPeer("lines")
+    peers.append(lines)
+    port = free_port()
+    proxy_factory(_cfg(f"listen raw\n    bind 127.0.0.1:{port}\n    server l {lines.address}\n")
+                  .replace("    nbthread 1\n", "    nbthread 2\n"))
+    for i in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"n%d\n" % i)
+            s.shutdown(socket.SHUT_WR)
+            assert _recv_all(s) == b"N%d\nBYE 1\n" % i
+    assert lines.accepted == 20
