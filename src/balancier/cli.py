@@ -11,10 +11,13 @@ def _proxy_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "proxy",
         help="run the HTTP/TCP reverse proxy (HAProxy configuration language)",
-        description="Run the data plane. Flags follow haproxy's: -f, -c, -d, -D, -p, -W, -sf/-st.",
+        description="Run the data plane. Flags follow haproxy's: -f, -c, -d, -D, -p, -W, -S, -sf/-st. "
+                    "'balancier proxy reload -S SOCK' (or -p PIDFILE) reloads a running master.",
     )
-    p.add_argument("-f", dest="files", action="append", required=True, metavar="FILE",
-                   help="configuration file or directory (*.cfg); may be repeated")
+    p.add_argument("action", nargs="?", choices=["reload"],
+                   help="reload: ask a running master (-S its socket, or -p its pidfile) to reload its configuration")
+    p.add_argument("-f", dest="files", action="append", metavar="FILE",
+                   help="configuration file or directory (*.cfg); may be repeated (required to run)")
     p.add_argument("-c", dest="check", action="store_true",
                    help="check the configuration only: exit 0 valid, 1 invalid, 2 valid but no listener")
     p.add_argument("-q", dest="quiet", action="store_true", help="quiet: print nothing on success with -c")
@@ -23,7 +26,10 @@ def _proxy_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-D", dest="daemon", action="store_true", help="run in the background (daemon)")
     p.add_argument("-p", dest="pidfile", metavar="PIDFILE", help="write the pid(s) to this file")
     p.add_argument("-W", dest="master_worker", action="store_true", help="master-worker mode")
-    p.add_argument("-j", "--workers", dest="workers", type=int, metavar="N", help="number of worker processes")
+    p.add_argument("-j", "--workers", dest="workers", type=int, metavar="N",
+                   help="number of worker processes (default: nbthread, else the number of available CPUs)")
+    p.add_argument("-S", dest="master_socket", metavar="PATH",
+                   help="master CLI socket (UNIX path): 'reload', 'show proc'")
     p.add_argument("-sf", dest="soft_finish", nargs="+", type=int, metavar="PID", default=[],
                    help="after start-up, ask these pids to finish softly (SIGUSR1)")
     p.add_argument("-st", dest="hard_terminate", nargs="+", type=int, metavar="PID", default=[],
@@ -56,6 +62,15 @@ def _demo_parser(sub: argparse._SubParsersAction) -> None:
                    help="stop by itself after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--self-test", action="store_true",
                    help="start everything, send requests through the proxy, print what answered, stop")
+    from balancier.testbed.drill import add_demo_drill_arguments
+
+    add_demo_drill_arguments(p)
+
+
+def _drill_parser(sub: argparse._SubParsersAction) -> None:
+    from balancier.testbed.drill import add_drill_parser
+
+    add_drill_parser(sub)
 
 
 def _connection_args(p: argparse.ArgumentParser) -> None:
@@ -136,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _proxy_cli_parser(sub)
     _cluster_parser(sub)
     _demo_parser(sub)
+    _drill_parser(sub)
     _admin_parsers(sub)
     return parser
 
@@ -164,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from balancier.demo import run as run_demo
 
         return run_demo(args)
+    if args.command == "drill":
+        from balancier.testbed.drill import run_drill
+
+        return run_drill(args)
     if args.command in ("status", "resource", "node", "cib", "check-cluster"):
         from balancier.cluster.admin import run as run_admin
 

@@ -10,6 +10,9 @@ What runs (each a separate process, all stopped on exit):
 
 `kill lb1` at the demo's prompt kills lb1 as a machine dies (its daemon and its proxy): lb2 declares it dead after
 the dead time and starts the proxy. `--self-test` does that by itself and checks what a newcomer would.
+`--drill` runs the failure drill (`balancier.testbed.drill`) on the demo, the demo's own processes being the
+fault injectors (a node dies = its daemon and proxy are SIGKILLed; `start` brings it back), and exits with the
+drill's code (0: every scenario passed).
 
 The virtual IP is simulated: the proxy binds the service address 127.0.0.100 on loopback (any 127.0.0.0/8 address
 is local on Linux, so no root is needed). Moving a real address between hosts needs network namespaces and root:
@@ -68,6 +71,9 @@ class Demo:
 global
     log stderr local3
     maxconn 4096
+    # one worker: the newcomer sees the seed's exact weighted cycle (256/128/1 over 385 requests); with N
+    # workers each keeps its own shifted cycle and a split of 385 requests is exact only within one per server
+    nbthread 1
     stats socket {self.workdir}/proxy.sock mode 600 level admin
 
 defaults
@@ -197,9 +203,22 @@ score = 100
             said.append(f"killed {name} (pid {proc.pid})")
         return "; ".join(said) or f"{name} is not running"
 
+    def start_app(self, name: str) -> str:
+        """(Re)start one portal server on its port; returns once it accepts connections."""
+        names = [a[0] for a in APP_SERVERS] + ["ent-maintenance"]
+        if name not in names:
+            return f"no application server {name!r} (servers: {', '.join(names)})"
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            return f"{name} is running"
+        port = self.port(1 + names.index(name))
+        self.spawn(name, [sys.executable, "-m", "balancier.portal", "--name", name, "--port", str(port)])
+        wait_port("127.0.0.1", port, 10.0)
+        return f"started {name}"
+
     def restart(self, name: str) -> str:
         if name not in NODES:
-            return "only cluster nodes (lb1, lb2) can be restarted here"
+            return self.start_app(name)
         proc = self.procs.get(name)
         if proc is not None and proc.poll() is None:
             return f"{name} is running"
@@ -309,7 +328,7 @@ def self_test(demo: Demo, out: TextIO = sys.stdout) -> int:
     return 0 if ok else 1
 
 
-HELP = ("commands: status | kill NAME (lb1 lb2 ents1 ents2 ents3 ent-maintenance) | start lb1|lb2 | "
+HELP = ("commands: status | kill NAME (lb1 lb2 ents1 ents2 ents3 ent-maintenance) | start NAME | "
         "logs NAME | quit")
 
 
@@ -320,6 +339,8 @@ def run(args: argparse.Namespace) -> int:
         demo.start()
         if args.self_test:
             return self_test(demo)
+        if getattr(args, "drill", False):
+            return run_drill_on_demo(demo, args)
         wait_service(demo.service_url, 30.0)
         print(f"portal (through the simulated VIP): {demo.service_url}")
         print(f"log in to get a session:            {demo.service_url}login?user=alice")
@@ -368,3 +389,85 @@ def _repl(demo: Demo, deadline: float | None) -> int:
         else:
             print(HELP)
     return 0
+
+
+# --------------------------------------------------------------------------- the drill on the demo
+
+
+class DemoInjector:
+    """The drill's faults done to the demo's own processes (balancier.testbed.drill.Injector)."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+
+    def can(self) -> frozenset[str]:
+        return frozenset({"kill_node", "restore_node", "crash_proxy", "kill_server", "start_server"})
+
+    def do(self, action: str, node: str) -> None:
+        from balancier.testbed.drill_plan import DrillError
+
+        if action in ("kill_node", "kill_server"):
+            said = self.demo.kill(node)
+        elif action in ("restore_node", "start_server"):
+            said = self.demo.restart(node)
+        elif action == "crash_proxy":
+            pid = self.demo.proxy_pid(node)
+            if pid is None or not _alive(pid):
+                raise DrillError(f"no proxy runs on {node}")
+            os.kill(pid, signal.SIGKILL)
+            said = f"killed {node}'s proxy (pid {pid})"
+        else:
+            raise DrillError(f"the demo cannot {action}")
+        if "not running" in said or said.startswith("no "):
+            raise DrillError(said)
+
+
+def run_drill_on_demo(demo: Demo, args: argparse.Namespace) -> int:
+    import random
+
+    from balancier.cluster.admin import Client
+    from balancier.testbed import drill_plan as dp
+    from balancier.testbed import drill_runner as dr
+
+    out = sys.stderr if args.json else sys.stdout
+    wait_service(demo.service_url, 30.0)
+    admin = dr.ClusterAdmin({n: Client(socket_path=str(demo.workdir / n / "admin.sock"), timeout=3.0)
+                             for n in NODES}, "esup_proxy")
+    injector = DemoInjector(demo)
+    try:
+        deadline = time.monotonic() + 30
+        while (active := admin.where()) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if active is None:
+            raise dr.DrillError("esup_proxy did not start")
+        # the demo's timers (cluster_toml): keepalive 200 ms, dead time 1 s, monitor 2 s / 1 s
+        ctx = dp.Context(NODES, "esup_proxy", active, dp.Timers(200, 1000, 2000, 1000), injector.can(),
+                         server="ents2", migrations=args.migrations)
+        plans = dp.plan(dp.parse_selection(args.scenario), ctx,
+                        dp.parse_limit(args.max_outage_ms, "--max-outage-ms") if args.max_outage_ms else None,
+                        dp.parse_limit(args.max_failed, "--max-failed") if args.max_failed else None)
+    except (dr.DrillError, dp.PlanError) as exc:
+        print(f"balancier demo --drill: {exc}", file=sys.stderr)
+        return 2
+    print(dp.format_plan(plans, [f"drill of the demo: esup_proxy runs on {active}; probing {demo.service_url} "
+                                 "every 10 ms (a new TCP connection each, 200 ms timeout)"]), file=out, flush=True)
+    runner = dr.Runner(admin, injector, lambda name, sessions: dr.LocalProbe(demo.service_url, sessions),
+                       lambda: dr.http_ok(demo.service_url), 200, out, random.Random(args.seed))
+    results = runner.run(plans)
+    return dr.report(results, {"cluster": "demo", "url": demo.service_url, "group": "esup_proxy"}, args.json)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m balancier.demo``: the demo with the same options as ``balancier demo``."""
+    ap = argparse.ArgumentParser(prog="python -m balancier.demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base-port", type=int, default=18000, help="first loopback port used by the demo")
+    ap.add_argument("--duration", type=float, default=None, metavar="SECONDS")
+    ap.add_argument("--self-test", action="store_true")
+    from balancier.testbed.drill import add_demo_drill_arguments
+
+    add_demo_drill_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 
-def _free_block(size: int = 12) -> int:
+def _free_block(size: int = 24) -> int:
     """A base port such that base .. base+size-1 are all free on loopback (the demo uses that many)."""
     for base in range(24000, 30000, size):
         socks = []

@@ -9,5 +9,9 @@
 - ``scenarios``: one measured event: the probe around a fault injected at a random phase (hard failure,
   return of a node), and the exact VIP timeline of lb1/lb2 from ``ip monitor`` (double-VIP time).
 
+- ``drill_plan`` (pure: scenarios, plans, limits, verdicts, the report), ``drill_runner`` (runs a plan with a
+  pluggable fault injector and probe: command templates for a real cluster, the demo's processes),
+  ``drill_netns`` (the namespace injector and probe) and ``drill`` (the ``balancier drill`` command).
+
 Used by ``tests/e2e``, ``bench/failover`` and the failure drill. Needs root and iproute2/nftables.
 """

@@ -13,6 +13,11 @@ Rules this file governs (spec testbed.md §1 "Probe" and "Definitions"):
   ok, HTTP status, the application server that answered (the portal's "served by NAME"), the load
   balancer node it came through (the portal shows its client's address, which is the balancer's own
   address; ``--node IP=NAME`` maps it to a name) and the error.
+- Persistent users (``sessions`` > 0, the drill's scenario 7): before the grid starts, each of them
+  logs in once (``login_path``, e.g. ``/login?user=drill{i}``) and keeps the cookie it got; then each
+  sends ``GET /`` with that cookie every ``session_interval`` on its own new connection, recorded as
+  samples with ``session`` set. They are judged apart: the outage and failed counts of
+  :func:`analyse` are the anonymous grid's only.
 - The run lasts at most ``duration`` seconds; SIGTERM or SIGINT end it earlier. Either way the
   requests in flight finish (bounded by the timeout) and the JSON is written.
 - Outage (pure, :func:`analyse`): start of the first successful probe from the new node minus start
@@ -58,6 +63,7 @@ class Sample:
     server: str | None = None
     node: str | None = None
     error: str | None = None
+    session: int | None = None  # the persistent user who sent it; None: the anonymous grid
 
 
 @dataclass(frozen=True)
@@ -95,7 +101,8 @@ def analyse(samples: Sequence[Sample], fault_at: float | None = None, new_node: 
 
     new_node: recovery counts only from a success through this node (None: any node).
     """
-    window = sorted((s for s in samples if fault_at is None or s.start >= fault_at), key=lambda s: s.start)
+    window = sorted((s for s in samples if s.session is None and (fault_at is None or s.start >= fault_at)),
+                    key=lambda s: s.start)
     failed = [s for s in window if not s.ok]
     nodes: list[str] = []
     for s in window:
@@ -115,17 +122,53 @@ def grid(t0: float, interval: float, k: int) -> float:
     return t0 + k * interval
 
 
+SET_COOKIE_RE = re.compile(rb"^set-cookie:\s*([^;\r\n]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def set_cookie(data: bytes) -> str | None:
+    """The first ``name=value`` of the response's Set-Cookie headers (None: none)."""
+    head = data.split(b"\r\n\r\n", 1)[0]
+    m = SET_COOKIE_RE.search(head)
+    return m.group(1).decode("latin-1").strip() if m else None
+
+
+def session_breaks(logins: Sequence[Mapping[str, Any]], samples: Sequence[Sample], victim: str | None,
+                   since: float | None = None) -> tuple[int, list[str]]:
+    """Persistent users judged (those whose server is not ``victim``) and how each was affected (pure).
+
+    A user is affected when one of its requests (started at or after ``since``) failed or was answered
+    by another server than the one it logged in on.
+    """
+    checked = 0
+    broken: list[str] = []
+    for login in logins:
+        home = login.get("server")
+        if not login.get("cookie") or home is None or home == victim:
+            continue
+        checked += 1
+        mine = [s for s in samples if s.session == login["session"] and (since is None or s.start >= since)]
+        bad = [s for s in mine if not s.ok or s.server != home]
+        if bad:
+            first = bad[0]
+            what = first.error if not first.ok else f"answered by {first.server}"
+            broken.append(f"user {login['session']} of {home}: {len(bad)}/{len(mine)} requests, first {what}")
+    return checked, broken
+
+
 # --------------------------------------------------------------------------- the probe
 
 
 def one_request(host: str, port: int, path: str, timeout: float, node_map: Mapping[str, str],
-                seq: int, start: float) -> Sample:
-    sample = Sample(seq, start)
+                seq: int, start: float, cookie: str | None = None, session: int | None = None,
+                raw: list[bytes] | None = None) -> Sample:
+    """One request on a new connection; ``raw`` (if given) receives the response bytes."""
+    sample = Sample(seq, start, session=session)
     deadline = start + timeout
     sock: socket.socket | None = None
+    extra = f"Cookie: {cookie}\r\n" if cookie else ""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: balancier-probe\r\n"
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: balancier-probe\r\n{extra}"
                      "Connection: close\r\n\r\n".encode())
         data = b""
         while len(data) < MAX_RESPONSE:
@@ -137,6 +180,8 @@ def one_request(host: str, port: int, path: str, timeout: float, node_map: Mappi
             if not chunk:
                 break
             data += chunk
+        if raw is not None:
+            raw.append(data)
         status, server, node = parse_response(data, node_map)
         sample.status, sample.server, sample.node = status, server, node
         sample.ok = status is not None and 200 <= status < 400
@@ -156,7 +201,8 @@ class Probe:
     """Runs the grid until ``duration`` or :meth:`stop`; :attr:`samples` holds the results in order."""
 
     def __init__(self, url: str, interval: float = 0.010, timeout: float = 0.200, duration: float = 30.0,
-                 node_map: Mapping[str, str] | None = None, workers: int = 64) -> None:
+                 node_map: Mapping[str, str] | None = None, workers: int = 64, sessions: int = 0,
+                 login_path: str = "/login?user=drill{i}", session_interval: float = 0.050) -> None:
         parts = urlsplit(url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"probe URL must be http://HOST[:PORT]/PATH, got {url!r}")
@@ -171,15 +217,56 @@ class Probe:
         self.samples: list[Sample] = []
         self.t0 = 0.0
         self._stop = threading.Event()
+        self.sessions = sessions
+        self.login_path = login_path
+        self.session_interval = session_interval
+        self.logins: list[dict[str, Any]] = []
+        self.started = threading.Event()  # set when the grid's first request is sent
+
+    def login_all(self) -> None:
+        """Each persistent user logs in once (a few tries: the service may be warming up)."""
+        for i in range(self.sessions):
+            entry: dict[str, Any] = {"session": i, "cookie": None, "server": None}
+            for _ in range(5):
+                raw: list[bytes] = []
+                s = one_request(self.host, self.port, self.login_path.format(i=i), max(self.timeout, 1.0),
+                                self.node_map, -1, time.monotonic(), raw=raw)
+                cookie = set_cookie(raw[0]) if raw else None
+                if s.ok and cookie:
+                    entry.update(cookie=cookie, server=s.server)
+                    break
+                time.sleep(0.05)
+            self.logins.append(entry)
+
+    def _session_loop(self, pool: ThreadPoolExecutor, end: float, futures: list[Any]) -> None:
+        k = 0
+        while not self._stop.is_set() and time.monotonic() < end:
+            for login in self.logins:
+                if login["cookie"]:
+                    futures.append(pool.submit(one_request, self.host, self.port, self.path, self.timeout,
+                                               self.node_map, k, time.monotonic(), login["cookie"],
+                                               login["session"]))
+            k += 1
+            if self._stop.wait(self.session_interval):
+                break
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> list[Sample]:
-        futures = []
+        futures: list[Any] = []
+        session_futures: list[Any] = []
+        if self.sessions and not self.logins:
+            self.login_all()
         self.t0 = time.monotonic()
         end = self.t0 + self.duration
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            sessions = None
+            if self.sessions:
+                sessions = threading.Thread(target=self._session_loop, args=(pool, end, session_futures),
+                                            daemon=True)
+                sessions.start()
+            self.started.set()
             k = 0
             while not self._stop.is_set():
                 at = grid(self.t0, self.interval, k)
@@ -191,12 +278,16 @@ class Probe:
                 futures.append(pool.submit(one_request, self.host, self.port, self.path, self.timeout,
                                            self.node_map, k, time.monotonic()))
                 k += 1
-        self.samples = [f.result() for f in futures]
+            self._stop.set()
+            if sessions is not None:
+                sessions.join()
+        self.samples = [f.result() for f in futures] + [f.result() for f in session_futures]
         return self.samples
 
     def to_json(self) -> dict[str, Any]:
         return {"url": f"http://{self.host}:{self.port}{self.path}", "interval": self.interval,
-                "timeout": self.timeout, "t0": self.t0, "samples": [asdict(s) for s in self.samples]}
+                "timeout": self.timeout, "t0": self.t0, "logins": self.logins,
+                "samples": [asdict(s) for s in self.samples]}
 
 
 def load(path: str | Path) -> tuple[dict[str, Any], list[Sample]]:
@@ -225,16 +316,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--node", action="append", default=[], metavar="IP=NAME",
                     help="name the balancer whose address the application server reports")
     ap.add_argument("--out", required=True, help="where to write the JSON")
+    ap.add_argument("--sessions", type=int, default=0, metavar="N",
+                    help="also N persistent users: each logs in once, then sends its cookie every 50 ms")
+    ap.add_argument("--login-path", default="/login?user=drill{i}", help="where a persistent user logs in")
     args = ap.parse_args(argv)
     if not 0 < args.duration <= 600:
         ap.error("--duration must be within (0, 600] seconds")
     try:
         probe = Probe(args.url, args.interval_ms / 1000, args.timeout_ms / 1000, args.duration,
-                      parse_node_map(args.node))
+                      parse_node_map(args.node), sessions=args.sessions, login_path=args.login_path)
     except ValueError as exc:
         ap.error(str(exc))
     signal.signal(signal.SIGTERM, lambda *_: probe.stop())
     signal.signal(signal.SIGINT, lambda *_: probe.stop())
+    if probe.sessions:
+        probe.login_all()  # before the "probing" line: whoever waits for it gets the users logged in
     print(f"probing {args.url} every {args.interval_ms:g} ms, started at {time.monotonic():.6f}", flush=True)
     probe.run()
     tmp = Path(args.out + ".tmp")

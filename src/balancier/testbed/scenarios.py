@@ -24,6 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from balancier.testbed.deployment import SERVICE_PORT
 from balancier.testbed.probe import Outage, Sample, analyse, load
@@ -54,20 +55,27 @@ class ProbeRun:
     """``with ProbeRun(tb, "name") as pr: ...; pr.result(fault_at, new_node)``."""
 
     def __init__(self, tb: Testbed, name: str, duration: float = 30.0, interval_ms: float = 10.0,
-                 timeout_ms: float = 200.0) -> None:
+                 timeout_ms: float = 200.0, url: str | None = None, sessions: int = 0,
+                 login_path: str = "/login?user=drill{i}") -> None:
         self.tb = tb
         self.name = name
         self.out = tb.workdir / f"{name}.json"
         self.duration = duration
         self.interval_ms = interval_ms
         self.timeout_ms = timeout_ms
+        self.url = url or f"http://{VIP}:{SERVICE_PORT}/"
+        self.sessions = sessions
+        self.login_path = login_path
         self.sp: Spawned | None = None
         self.samples: list[Sample] = []
+        self.logins: list[dict[str, Any]] = []
 
     def start(self, ready_timeout: float = 15.0) -> ProbeRun:
-        argv = [sys.executable, "-m", "balancier.testbed.probe", "--url", f"http://{VIP}:{SERVICE_PORT}/",
+        argv = [sys.executable, "-m", "balancier.testbed.probe", "--url", self.url,
                 "--duration", str(self.duration), "--interval-ms", str(self.interval_ms),
                 "--timeout-ms", str(self.timeout_ms), "--out", str(self.out)]
+        if self.sessions:
+            argv += ["--sessions", str(self.sessions), "--login-path", self.login_path]
         for node in LB_NODES:
             argv += ["--node", f"{self.tb.addr(node)}={node}"]
         self.sp = self.tb.spawn("client", f"probe-{self.name}", argv)
@@ -93,7 +101,8 @@ class ProbeRun:
         except Exception:
             self.tb.kill(self.sp, signal.SIGKILL)
             raise
-        _, self.samples = load(self.out)
+        header, self.samples = load(self.out)
+        self.logins = list(header.get("logins") or [])
         self.sp = None
         return self.samples
 

@@ -37,16 +37,26 @@ def test_proxy_config_is_the_seeds_with_bed_addresses(tmp_path: Path) -> None:
 
 def test_cluster_config_has_equal_timers_and_the_seed_group(tmp_path: Path) -> None:
     tb = Testbed(prefix="bt0-", workdir=tmp_path)
-    cd = ClusterDeployment(tb, ClusterTimers(keepalive_ms=100, deadtime_ms=300), stickiness=0, ping_gateway="tcp")
+    cd = ClusterDeployment(tb, ClusterTimers(keepalive_ms=100, deadtime_ms=300), stickiness=0, ping_gateway="tcp",
+                           layout="group")
     cfg = load_cluster(str(cd.config))
     assert (cfg.keepalive_ms, cfg.deadtime_ms) == (100, 300) and cfg.keepalive_ms < cfg.warntime_ms < 300
     assert cfg.ping == (f"{HOSTS['gateway']}:9",)
     group = cfg.configuration.groups[0]
     assert group.id == "esup_proxy" and list(group.resources) == ["vip", "proxy"]
+    assert cd.moving == "esup_proxy"
     vip = cfg.configuration.resource("vip")
     assert vip is not None and dict(vip.params)["ip"] == VIP
     sticky = load_cluster(str(ClusterDeployment(tb, stickiness=1000, name="c2").config))
     assert sticky.auto_failback is False
+
+
+def test_cluster_config_default_layout_clones_the_proxy_and_moves_the_vip(tmp_path: Path) -> None:
+    cd = ClusterDeployment(Testbed(prefix="bt0-", workdir=tmp_path))
+    conf = load_cluster(str(cd.config)).configuration
+    assert conf.groups == () and cd.moving == "vip"
+    assert [(c.id, c.resource) for c in conf.clones] == [("proxy-clone", "proxy")]
+    assert {(loc.resource, loc.node, loc.score) for loc in conf.locations} == {("vip", "lb1", 200), ("vip", "lb2", 100)}
 
 
 def test_keepalived_config_mirrors_the_reference(tmp_path: Path) -> None:
