@@ -9,12 +9,14 @@ Rules this script keeps:
 - Equal timers: keepalived's advert_int = balancier's keepalive (default 100 ms); balancier's deadtime
   (default 300 ms = 3 x keepalive) is what VRRP derives for the backup (3 x advert + skew).
 - keepalived: VRRPv3, unicast peers, gratuitous ARP on (5 + 5 after 5 s); lb1 priority 200, lb2 100; the
-  proxy runs all the time on both nodes. balancier: the seed's group (VIP, then proxy) preferring lb1.
+  proxy runs all the time on both nodes. balancier: by default the recommended layout (--layout clone: the
+  proxy cloned on both nodes, the VIP alone moving, allow-migrate), preferring lb1; --layout group runs
+  the seed's group (VIP, then proxy, moving stop-then-start) for comparison.
 - Scenarios, each run on a freshly started deployment with lb1 serving:
   hard    - at a random phase of the cycle (uniform(0, advert)), SIGKILL every process of lb1 and take
             its link down 7 ms later; outage until the first answer through lb2.
   planned - keepalived: SIGTERM to lb1's keepalived (priority-0 advert, the "clean stop");
-            balancier: `balancier resource migrate esup_proxy lb2` (the planned move).
+            balancier: `balancier resource migrate vip lb2` (`esup_proxy` with --layout group).
   failback - (optional) lb1 dies hard, then returns as a rebooted host (no VIP, link up, its processes
             started again) and takes the group back: keepalived by preemption, balancier by auto_failback;
             measured from the return.
@@ -99,7 +101,7 @@ def failback_run(tb: Testbed, target: str, name: str, index: int,
 
 
 def one_run(tb: Testbed, target: str, scenario: str, advert_ms: int, deadtime_ms: int, index: int,
-            rng: random.Random, quiet_s: float = 10.0) -> dict[str, Any]:
+            rng: random.Random, quiet_s: float = 10.0, layout: str = "clone") -> dict[str, Any]:
     reset_nodes(tb)
     name = f"{target}-{scenario}-{index}"
     if target == "keepalived":
@@ -108,7 +110,8 @@ def one_run(tb: Testbed, target: str, scenario: str, advert_ms: int, deadtime_ms
         kd.wait_serving("lb1", timeout=30)
         wait_lb2 = kd.wait_serving
     else:
-        cd = ClusterDeployment(tb, ClusterTimers(keepalive_ms=advert_ms, deadtime_ms=deadtime_ms), name=name)
+        cd = ClusterDeployment(tb, ClusterTimers(keepalive_ms=advert_ms, deadtime_ms=deadtime_ms), name=name,
+                               layout=layout)
         cd.start_all()
         cd.wait_serving("lb1", timeout=30)
         wait_lb2 = cd.wait_serving
@@ -163,8 +166,9 @@ def _mmm(values: list[float]) -> str:
     return f"{min(values):g} / {statistics.median(values):g} / {max(values):g}"
 
 
-def report(summary: dict[str, dict[str, Any]], advert_ms: int, deadtime_ms: int) -> str:
-    lines = [f"failover at equal timers: advert_int = keepalive = {advert_ms} ms, balancier deadtime {deadtime_ms} ms",
+def report(summary: dict[str, dict[str, Any]], advert_ms: int, deadtime_ms: int, layout: str = "clone") -> str:
+    lines = [f"failover at equal timers: advert_int = keepalive = {advert_ms} ms, balancier deadtime {deadtime_ms} ms "
+             f"(balancier layout: {layout})",
              "",
              "| target | scenario | n | outage ms (min / median / max) | failed probes | fault->VIP on the new node ms "
              "| not recovered | false failovers |",
@@ -206,6 +210,8 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, default=20.0, help="hard bound on the whole run")
     ap.add_argument("--seed", type=int, default=None, help="random seed of the fault phases")
     ap.add_argument("--results", default=str(HERE.parent / "results"))
+    ap.add_argument("--layout", choices=("clone", "group"), default="clone",
+                    help="balancier's deployment: clone (recommended: proxy cloned, VIP migrates) or group (the seed's)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("failover: needs root (network namespaces)")
@@ -232,7 +238,8 @@ def main() -> int:
                               flush=True)
                         break
                     try:
-                        row = one_run(tb, target, scenario, args.advert_ms, deadtime, i, rng, args.quiet_seconds)
+                        row = one_run(tb, target, scenario, args.advert_ms, deadtime, i, rng, args.quiet_seconds,
+                                      args.layout)
                     except (TestbedError, subprocess.SubprocessError, OSError) as exc:
                         row = {"target": target, "scenario": scenario, "run": i, "error": str(exc),
                                "outage_ms": None}
@@ -240,7 +247,7 @@ def main() -> int:
                     print(json.dumps({k: v for k, v in row.items() if k != "samples"}), flush=True)
         reset_nodes(tb)
     summary = summarise(rows)
-    text = report(summary, args.advert_ms, deadtime)
+    text = report(summary, args.advert_ms, deadtime, args.layout)
     print()
     print(text)
     out = Path(args.results)

@@ -77,7 +77,8 @@ def _text(args: dict[str, Any], key: str, required: bool = True) -> str | None:
 
 def _running_on(cib: Cib, res: str) -> list[str]:
     g = cib.configuration.group(res)
-    first = g.resources[0] if g is not None else res
+    c = cib.configuration.clone(res)
+    first = g.resources[0] if g is not None else c.resource if c is not None else res
     return [n for n in cib.configuration.nodes
             if cib.node(n).online and cib.resource_status(first, n).state in ("started", "failed")]
 
@@ -111,7 +112,7 @@ def apply_change(cib: Cib, op: str, args: dict[str, Any], now: float) -> Cib:
         if op in ("migrate", "unmigrate", "ban", "cleanup", "start", "stop"):
             res = _text(args, "resource")
             assert res is not None
-            if conf.resource(res) is None and conf.group(res) is None:
+            if conf.resource(res) is None and conf.group(res) is None and conf.clone(res) is None:
                 raise ChangeError(404, f"no such resource {res!r}")
             node = _text(args, "node", required=op == "migrate")
             if node is not None and node not in conf.nodes:

@@ -69,7 +69,7 @@ def _with_status(cib: Cib, **changes: Any) -> Cib:
 
 def _check_resource(cib: Cib, res: str) -> None:
     conf = cib.configuration
-    if conf.resource(res) is None and conf.group(res) is None:
+    if conf.resource(res) is None and conf.group(res) is None and conf.clone(res) is None:
         raise CibError(f"no such resource {res!r}")
 
 
@@ -120,6 +120,9 @@ def migrate(cib: Cib, res: str, node: str, lifetime_s: float | None = None, now:
     """crm resource migrate RES NODE [lifetime]: prefer NODE with +INFINITY."""
     _check_resource(cib, res)
     _check_node(cib, node)
+    if cib.configuration.clone(res) is not None:
+        raise CibError(f"{res} is a clone: it runs on every eligible node and cannot be migrated "
+                       f"(ban it from a node instead)")
     if not force and _active_on(cib, res, node):
         raise CibError(f"{res} is already active on {node}")
     keep = [c for c in cib.configuration.locations
@@ -159,6 +162,9 @@ def set_target_role(cib: Cib, res: str, role: str) -> Cib:
     if conf.group(res) is not None:
         groups = tuple(dataclasses.replace(g, meta=with_role(g.meta)) if g.id == res else g for g in conf.groups)
         return _with_configuration(cib, dataclasses.replace(conf, groups=groups))
+    if conf.clone(res) is not None:
+        clones = tuple(dataclasses.replace(c, meta=with_role(c.meta)) if c.id == res else c for c in conf.clones)
+        return _with_configuration(cib, dataclasses.replace(conf, clones=clones))
     resources = tuple(dataclasses.replace(r, meta=with_role(r.meta)) if r.id == res else r
                       for r in conf.resources)
     return _with_configuration(cib, dataclasses.replace(conf, resources=resources))
@@ -246,7 +252,7 @@ def record_op(cib: Cib, op: OpResult) -> Cib:
     _check_node(cib, op.node)
     if cib.configuration.resource(op.resource) is None:
         raise CibError(f"no such primitive resource {op.resource!r}")
-    if op.op not in ("start", "stop", "monitor", "probe", "reload"):
+    if op.op not in ("start", "stop", "monitor", "probe", "reload", "migrate_to", "migrate_from"):
         raise CibError(f"unknown operation {op.op!r}")
     if op.call_id <= 0:
         last = max((o.call_id for r in cib.status.resources if r.node == op.node for o in r.ops), default=0)
@@ -299,7 +305,8 @@ def forget_node(cib: Cib, node: str) -> Cib:
 
 def _members(cib: Cib, res: str) -> tuple[str, ...]:
     g = cib.configuration.group(res)
-    return g.resources if g is not None else (res,)
+    c = cib.configuration.clone(res)
+    return g.resources if g is not None else (c.resource,) if c is not None else (res,)
 
 
 def cleanup(cib: Cib, res: str, node: str | None = None) -> Cib:
@@ -412,8 +419,12 @@ def _canonical(doc: dict[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
-def save(path: str | os.PathLike[str], cib: Cib) -> None:
-    """Write version + configuration atomically: temp file, fsync, rename, fsync the directory."""
+def save(path: str | os.PathLike[str], cib: Cib, durable: bool = True) -> None:
+    """Write version + configuration atomically: temp file, fsync, rename, fsync the directory.
+
+    durable=False skips both fsyncs (still atomic): for a change of num_updates only, which a crash
+    may lose without harm (the status part is rebuilt from the nodes, and the highest copy wins).
+    """
     target = Path(path)
     doc = _persisted(cib)
     doc["digest"] = hashlib.sha256(_canonical(doc).encode()).hexdigest()
@@ -423,7 +434,8 @@ def save(path: str | os.PathLike[str], cib: Cib) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except BaseException:
         try:
@@ -431,6 +443,8 @@ def save(path: str | os.PathLike[str], cib: Cib) -> None:
         except FileNotFoundError:
             pass
         raise
+    if not durable:
+        return
     dfd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)

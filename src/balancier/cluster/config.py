@@ -3,7 +3,8 @@
 Rules this file governs (ha.cf + authkeys + the initial CIB of the reference deployment):
 
 - Sections: ``[cluster]`` (timings, port, media, key file, ping nodes, auto_failback), ``[options]``
-  (Pacemaker's cluster options), ``[[node]]``, ``[[resource]]``, ``[[group]]``, ``[[location]]``,
+  (Pacemaker's cluster options), ``[[node]]``, ``[[resource]]``, ``[[group]]``, ``[[clone]]`` (``id``,
+  ``resource`` = one primitive, ``meta``: clone-max, clone-node-max = 1, interleave), ``[[location]]``,
   ``[[colocation]]``, ``[[order]]``, ``[api]`` (the admin HTTP API: ``listen = "127.0.0.1:7080"`` and
   ``auth_file``, a mode-0600 file of ``user:role:token`` lines, required with ``listen``). Unknown keys
   are errors, with a "did you mean" when one is close.
@@ -45,7 +46,9 @@ from typing import Any
 
 from balancier.cluster.model import (
     INFINITY,
+    OP_NAMES,
     CibConfiguration,
+    CloneConfig,
     ClusterOptions,
     ColocationConstraint,
     GroupConfig,
@@ -63,12 +66,13 @@ CLUSTER_KEYS = {"name", "keepalive", "warntime", "deadtime", "initdead", "port",
                 "auto_failback", "notify_command", "notify_timeout"}
 OPTION_KEYS = {"stickiness", "no_quorum_policy", "symmetric_cluster", "migration_threshold", "failure_timeout",
                "fence_command", "start_failure_is_fatal"}
-TOP_KEYS = {"cluster", "options", "node", "resource", "group", "location", "colocation", "order", "api"}
+TOP_KEYS = {"cluster", "options", "node", "resource", "group", "clone", "location", "colocation", "order", "api", "drill"}
 API_KEYS = {"listen", "auth_file"}
 NODE_KEYS = {"name", "address", "api"}
 RESOURCE_KEYS = {"id", "agent", "params", "op", "meta"}
 OP_KEYS = {"interval", "timeout", "on_fail", "role", "enabled"}
 GROUP_KEYS = {"id", "resources", "meta"}
+CLONE_KEYS = {"id", "resource", "meta"}
 LOCATION_KEYS = {"id", "resource", "node", "score"}
 COLOCATION_KEYS = {"id", "resource", "with", "score"}
 ORDER_KEYS = {"id", "first", "then", "kind", "symmetrical"}
@@ -593,8 +597,9 @@ def _ops(err: _Errors, key: str, value: Any) -> tuple[OpConfig, ...]:
         specs = spec if isinstance(spec, list) else [spec]
         for j, s in enumerate(specs):
             k = f"{key}.{op_name}" + (f"[{j}]" if isinstance(spec, list) else "")
-            if op_name not in ("start", "stop", "monitor", "reload"):
-                err.add(k, "unsupported operation (expected start, stop, monitor or reload)")
+            if op_name not in OP_NAMES:
+                err.add(k, "unsupported operation (expected start, stop, monitor, reload, migrate_to or "
+                           "migrate_from)")
                 continue
             if not isinstance(s, dict):
                 err.add(k, "expected a table")
@@ -643,6 +648,18 @@ def _resources(err: _Errors, data: dict[str, Any], nodes: tuple[NodeConfig, ...]
             continue
         groups.append(GroupConfig(id=gid, resources=tuple(members),
                                   meta=_text_pairs(err, f"{key}.meta", t.get("meta"), meta=True)))
+    clones: list[CloneConfig] = []
+    for i, t in enumerate(_list_of_tables(err, data, "clone")):
+        key = f"clone[{i}]"
+        err.unknown(key, t, CLONE_KEYS)
+        cid = _typed(err, f"{key}.id", t.get("id"), str, "a string")
+        wrapped = _typed(err, f"{key}.resource", t.get("resource"), str, "a resource id")
+        if cid is None or wrapped is None:
+            if "id" not in t or "resource" not in t:
+                err.add(key, "a clone needs id and resource (the primitive to run on every node)")
+            continue
+        clones.append(CloneConfig(id=cid, resource=wrapped,
+                                  meta=_text_pairs(err, f"{key}.meta", t.get("meta"), meta=True)))
     locations: list[LocationConstraint] = []
     for i, t in enumerate(_list_of_tables(err, data, "location")):
         key = f"location[{i}]"
@@ -677,7 +694,7 @@ def _resources(err: _Errors, data: dict[str, Any], nodes: tuple[NodeConfig, ...]
                                       kind=str(kind), symmetrical=bool(sym)))
     conf = CibConfiguration(nodes=tuple(n.name for n in nodes), resources=tuple(resources), groups=tuple(groups),
                             locations=tuple(locations), colocations=tuple(colocations), orders=tuple(orders),
-                            options=options)
+                            options=options, clones=tuple(clones))
     for problem in conf.problems():
         if "must be shorter than its interval" in problem:
             continue  # already reported above, with the key's line
@@ -687,7 +704,7 @@ def _resources(err: _Errors, data: dict[str, Any], nodes: tuple[NodeConfig, ...]
 
 def _problem_key(problem: str, data: dict[str, Any]) -> str:
     """Map a model problem ("resource 'vip': ...") back to the table it came from, for the line number."""
-    m = re.match(r"(resource|group|location|colocation|order) '([^']+)'", problem)
+    m = re.match(r"(resource|group|clone|location|colocation|order) '([^']+)'", problem)
     if m:
         for i, t in enumerate(data.get(m.group(1), []) or []):
             if isinstance(t, dict) and t.get("id") == m.group(2):

@@ -38,14 +38,25 @@ Rules:
 - Notify hook (notify.py, ``[cluster] notify_command``): dc-elected/dc-lost when this node gains or
   loses the DC role, node-up/node-dead for peers, resource-started/stopped/failed for operations run
   here, resource-moved on the DC. Queued, run in the background, bounded; never waited for.
-- Probing: when a node joins, restarts or returns (and for the DC's own node when it becomes DC)
-  the DC forgets that node's resource history, so the policy engine probes every resource there
-  (a one-shot monitor) before placing anything on it: a resource already running is found. Call
-  ids start at generation x 10^6, so a restarted node's results are always newer than its old ones.
-- Ordering of a planned move (migrate, standby, clean leave): Pacemaker's stop-then-start. Every
-  member of a group stops on the old node (in reverse order) and those stops complete before the
-  first start on the new node; members start in order, then their monitors. The zero-loss
-  migration design is a later issue.
+- Probing: when a node joins, restarts or returns (and for the DC's own node when it becomes DC
+  at a cold start) the DC forgets that node's resource history, so the policy engine probes every
+  resource there (a one-shot monitor) before placing anything on it: a resource already running is
+  found. Call ids start at generation x 10^6, so a restarted node's results are always newer than
+  its old ones.
+- Takeover (the fast path of a hard failover): a node that followed a DC and becomes DC itself
+  (the DC died) keeps its replicated copy of its own node's history and adds every result its own
+  executor produced since that copy was made (as Pacemaker's controller rebuilds the status from
+  its executor's history): nothing is probed, so the policy engine runs at once on the dead
+  declaration and the recovery starts in the same pass. From the declaration to the VIP on the
+  survivor: election (same pass), status refresh, schedule, the in-process vip agent (netlink add
+  + the first gratuitous ARP), each logged with its duration ("takeover: ...").
+- Ordering of a planned move (migrate, standby, clean leave, failback): Pacemaker's. A primitive
+  with allow-migrate=true (the recommended ``vip``) migrates live: migrate_to on the old node,
+  migrate_from on the new one (the address is added and announced there while the old node keeps
+  it), then stop on the old node (after its drain): make-before-break, no client connection is
+  refused. Everything else stops on the old node (a group in reverse order) before it starts on
+  the new one (in order), then its monitors. With the proxy cloned on every node (``[[clone]]``),
+  only the VIP moves, and it moves only to a node whose proxy instance already runs healthy.
 - A node that loses the DC role keeps its resources and reports to the new DC; a partition without
   quorum is handled by its own DC's policy engine (no-quorum-policy: stop stops them, freeze keeps
   them, ignore carries on).
@@ -89,6 +100,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import deque
@@ -182,13 +194,16 @@ class Daemon(DaemonActions):
         self.fence_retry_at: dict[str, float] = {}
         self.cib = self._load_cib()
         self.cib_digest = cibops.digest(self.cib)
+        self.cib_unsaved = False
         self.scheduled_version: tuple[int, int, int] | None = None
         self.next_recheck: float | None = None
         self.last_transition: dict[str, Any] | None = None
-        # a probe every keepalive (clamped to 0.1..1 s); an answer counts for deadtime, but never for less than
-        # three probe periods, so one lost probe (or a probe period longer than a short deadtime) keeps the score
-        self.ping_interval = min(max(cfg.keepalive_ms / 1000.0, 0.1), 1.0)
-        self.ping = PingScore(cfg.ping, deadping=max(cfg.deadtime_ms / 1000.0, 3 * self.ping_interval))
+        # a probe every keepalive/2 (clamped to 0.05..1 s); an answer counts for deadtime - keepalive - one probe
+        # period, so a node that loses the ping node and its peer together gives its resources up before the peer
+        # may declare it dead (ping.py), but never for less than three probe periods (one lost probe is no loss)
+        self.ping_interval = min(max(cfg.keepalive_ms / 2000.0, 0.05), 1.0)
+        self.ping = PingScore(cfg.ping, deadping=max(3 * self.ping_interval, (cfg.deadtime_ms - cfg.keepalive_ms)
+                                                     / 1000.0 - self.ping_interval))
         self.ping_seq = 0
         self.events: deque[dict[str, Any]] = deque(maxlen=50)
         self.state_sentence = ""
@@ -212,6 +227,8 @@ class Daemon(DaemonActions):
         # (a restart replaces the failed result in the CIB; crm_mon still lists the failure)
         self.failures: dict[tuple[str, str, str, int], OpResult] = {}
         self.rejoined: set[str] = set()  # peers (re)joined: the DC forgets their history, so they are probed
+        self.takeover_since: float | None = None  # became DC after following another: timing the takeover
+        self.dispatched = False  # an action was handed to this node's executor during this pass
         self.tasks: set[asyncio.Task[Any]] = set()
         # admin changes forwarded to the DC, and clean shutdown (the DC moves resources away first)
         self.admin_waiters: dict[str, asyncio.Future[dict[str, Any]]] = {}
@@ -271,7 +288,13 @@ class Daemon(DaemonActions):
         old = self.cib
         self.cib = new
         self.cib_digest = cibops.digest(new)
-        cibops.save(self.state_dir / "cib.json", new)
+        # a configuration change is saved (and synced) at once; a status change (num_updates only) is written,
+        # unsynced, at the end of the HA loop's pass: not on the takeover's critical path
+        if (new.admin_epoch, new.epoch) != (old.admin_epoch, old.epoch) or new.configuration != old.configuration:
+            cibops.save(self.state_dir / "cib.json", new)
+            self.cib_unsaved = False
+        else:
+            self.cib_unsaved = True
         if new.configuration.resources != old.configuration.resources:
             self.executor.configure(new.configuration.resources)
         log.debug("CIB %s -> %s: %s", _version_text(old.version), _version_text(new.version), why,
@@ -431,7 +454,11 @@ class Daemon(DaemonActions):
                 self.leaving.clear()
             if election.dc == self.me:
                 self.notifier.notify("dc-elected", self.me, None, f"{self.me} is the DC: {election.sentence}")
-                self.rejoined.add(self.me)  # a new DC re-probes its own node: trust what runs, not history
+                if self.dc is not None and self.dc != self.me:
+                    # we followed a DC: our copy of our own history is good, our executor adds what it lacks
+                    self.takeover_since = now
+                else:
+                    self.rejoined.add(self.me)  # a cold start re-probes its own node: trust what runs, not history
                 self.scheduled_version = None
             self.dc = election.dc
             self.shutdown_asked = None
@@ -493,19 +520,32 @@ class Daemon(DaemonActions):
                          extra={"component": "executor", "peer": node})
                 new = cibops.forget_node(new, node)
         self.rejoined.clear()
+        if self.takeover_since is not None:
+            new = self._own_history(new)
         for node in self.leaving:
             cur = new.node(node)
             if cur.online and not new.standby(node):
                 new = cibops.set_node_status(new, dataclasses.replace(cur, standby=True))
+        t_status = time.monotonic()
         self._adopt(new, "status refresh")
+        t_adopt = time.monotonic()
         # 4. fencing of lost nodes before their resources are recovered
         fencing = self._fence(now)
         # 5. the policy engine on every change and at next_recheck, when no transition runs (one
         # that just finished is closed first, so the next is decided in the same pass)
         self._run_graph(now)
         self._schedule(wall)
+        t_schedule = time.monotonic()
         # 6. run the transition: send ready actions, notice its end
         running = self._run_graph(now)
+        if self.takeover_since is not None:
+            t_end = time.monotonic()
+            log.info("takeover: DC for %.1f ms (status %.1f, persist %.1f, schedule %.1f, send %.1f), %s",
+                     (t_end - self.takeover_since) * 1000, (t_status - self.takeover_since) * 1000,
+                     (t_adopt - t_status) * 1000, (t_schedule - t_adopt) * 1000, (t_end - t_schedule) * 1000,
+                     f"transition {self.graphs_run} running" if self.graph is not None else "nothing to recover",
+                     extra={"component": "election"})
+            self.takeover_since = None
         # 7. nodes leaving cleanly may go once nothing runs there any more
         self._release_leaving()
         # 8. replicate (with the transition just decided) to members whose copy differs
@@ -679,9 +719,21 @@ class Daemon(DaemonActions):
         self._wake.set()
 
     async def run(self) -> None:
+        # Agents' blocking calls (netlink for the VIP) run in worker threads while this loop goes on with its pass
+        # (logs, status.json, the CIB); with the default 5 ms GIL switch interval, each return of such a thread
+        # waits up to 5 ms for the GIL, several times per start: tens of ms on the takeover's critical path.
+        sys.setswitchinterval(0.0005)
+        # A follower that becomes DC runs the policy engine for the first time on the takeover's critical path:
+        # import it (and run it once, unused) now rather than then (~25 ms measured).
+        from balancier.cluster.policy import schedule
+
+        with contextlib.suppress(Exception):
+            schedule(self.cib, time.time())
         # VIPs a previous run of this node held (it crashed): gone before we join; then the watchdog guards this run
         vip_state = str(self.state_dir / "vips.json")
         os.environ[watchdog.STATE_ENV] = vip_state
+        # where a migration target hands back the source's connections (agents/vip.py, the migration guard)
+        os.environ["BALANCIER_CLUSTER_PEERS"] = " ".join(n.host for n in self.cfg.nodes if n.name != self.me)
         removed = await asyncio.to_thread(watchdog.release_recorded, vip_state)
         if removed:
             log.warning("removed addresses held by a previous run that did not stop cleanly: %s", ", ".join(removed),
@@ -720,12 +772,23 @@ class Daemon(DaemonActions):
                 self._events(self.membership.tick(now))
                 self._send_frames(self.reliable.poll(now))
                 sentence = self.cycle(now)
+                if self.dispatched:
+                    # let the actions just sent to this node's executor reach their agent (and its worker
+                    # thread) before this pass goes on with the status file and the CIB copy
+                    self.dispatched = False
+                    for _ in range(3):
+                        await asyncio.sleep(0)
                 self._shutdown_step(now)
                 if sentence != self.state_sentence:
                     log.info("%s", sentence, extra={"component": "ha"})
                     self.state_sentence = sentence
                 self._write_status(now)
+                if self.cib_unsaved:
+                    cibops.save(self.state_dir / "cib.json", self.cib, durable=False)
+                    self.cib_unsaved = False
                 deadlines = [next_hb, self.membership.next_deadline(), self.reliable.next_timer()]
+                if self.cfg.ping:
+                    deadlines.append(self.ping.next_change(now))  # connectivity lost: act at that instant
                 if self.next_recheck is not None:
                     deadlines.append(now + max(0.0, self.next_recheck - time.time()))
                 if self.cib_request is not None:
@@ -756,4 +819,6 @@ class Daemon(DaemonActions):
                 await self.api.close()
             self.state_sentence = "stopped"
             self._write_status(time.monotonic())
+            if self.cib_unsaved:
+                cibops.save(self.state_dir / "cib.json", self.cib, durable=False)
             self.transport.close()

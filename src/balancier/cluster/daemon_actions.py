@@ -83,6 +83,7 @@ class DaemonActions:
     last_home: dict[str, str]
     _wake: asyncio.Event
     _stopping: bool
+    dispatched: bool
     _adopt: Callable[[Cib, str], None]
     _send_message: Callable[[str, dict[str, Any]], None]
 
@@ -150,6 +151,7 @@ class DaemonActions:
     def _run_local(self, op: _Op, res: ResourceConfig) -> None:
         """Run an action on this node's executor; its result comes back through the report callback."""
         task = asyncio.get_running_loop().create_task(self._execute(op, res))
+        self.dispatched = True
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
@@ -252,6 +254,25 @@ class DaemonActions:
             log.warning("%s %s on %s failed (rc=%d): scheduling again", result.op, result.resource, result.node,
                         result.rc, extra={"component": "executor"})
         self._wake.set()
+
+    def _own_history(self, cib: Cib) -> Cib:
+        """A new DC's own node: the replicated history plus every newer result of this node's executor."""
+        mine = [o.call_id for rs in cib.status.resources if rs.node == self.me for o in rs.ops]
+        known = max(mine, default=0)
+        added = 0
+        for result in sorted(self.executor.history, key=lambda r: r.call_id):
+            if result.call_id <= known or cib.configuration.resource(result.resource) is None:
+                continue
+            try:  # (unstamped: a result without digests never makes a definition look stale)
+                cib = cibops.record_op(cib, result)
+            except cibops.CibError:
+                continue
+            added += 1
+        self.unsent_results.clear()  # recorded here now: there is no other DC to send them to
+        if added:
+            log.info("added %d result(s) of this node's executor to its history as the new DC", added,
+                     extra={"component": "executor"})
+        return cib
 
     def _active_on(self, node: str) -> list[str]:
         return [rs.resource for rs in self.cib.status.resources

@@ -135,9 +135,9 @@ class Executor:
             result = await self.run(res, "monitor", timeout_ms, action.interval_ms)
             self.start_monitor(res, action.interval_ms, timeout_ms, first=result)
             return result
-        if action.kind in ("start", "stop"):
+        if action.kind in ("start", "stop", "migrate_from"):
             self.cancel_monitors(rid)
-        if action.kind not in ("start", "stop", "monitor", "probe", "reload"):
+        if action.kind not in ("start", "stop", "monitor", "probe", "reload", "migrate_to", "migrate_from"):
             result = self._result(rid, action.kind, action.interval_ms,
                                   AgentResult(OCF_ERR_CONFIGURED,
                                               exit_reason=f"unsupported operation {action.kind!r}"), 0)

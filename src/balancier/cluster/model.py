@@ -12,6 +12,14 @@ Rules this file governs:
   A group's meta is inherited by its members; a member's own meta overrides it.
 - Resource state on a node is derived from its operation history (ResourceStatus.state), as
   Pacemaker's scheduler unpacks lrm_rsc_op entries: the result with the highest call id decides.
+  A successful migrate_from means "started here"; a successful migrate_to means "still running here
+  until the stop that follows" (live migration, allow-migrate=true).
+- Clones (spec §3.5) are anonymous clones of one primitive: `CloneConfig(id, resource, meta)`. The
+  primitive's history is recorded under its own id on every node (one instance per node, as
+  Pacemaker records anonymous instances); constraints name the clone, never the cloned primitive.
+  Supported clone meta: clone-max (0 or absent = one per node), clone-node-max (1 only),
+  interleave, globally-unique (false only), notify (false only), ordered (false only); the other
+  meta-attributes (target-role, stickiness, ...) are inherited by the primitive like a group's.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from balancier.cluster.model_json import Serialisable as _Serialisable
 from balancier.cluster.scores import INFINITY, ScoreError, parse_duration_ms, parse_score
 
 __all__ = [
-    "INFINITY", "OpConfig", "ResourceConfig", "GroupConfig", "LocationConstraint", "ColocationConstraint",
+    "INFINITY", "OpConfig", "ResourceConfig", "GroupConfig", "CloneConfig", "LocationConstraint", "ColocationConstraint",
     "OrderConstraint", "ClusterOptions", "CibConfiguration", "NodeStatus", "OpResult", "ResourceStatus",
     "CibStatus", "Cib", "OCF", "META_DEFAULTS", "agent_parts",
 ]
@@ -59,7 +67,9 @@ META_DEFAULTS: dict[str, str] = {
     "multiple-active": "stop_start",
 }
 META_NAMES = frozenset({"target-role", "resource-stickiness", "migration-threshold", "failure-timeout",
-                        "priority", "is-managed", "multiple-active"})
+                        "priority", "is-managed", "multiple-active", "allow-migrate"})
+CLONE_META_NAMES = frozenset({"clone-max", "clone-node-max", "interleave", "globally-unique", "notify", "ordered"})
+OP_NAMES = ("start", "stop", "monitor", "reload", "migrate_to", "migrate_from")
 TRUE_WORDS = frozenset({"true", "on", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "off", "no", "n", "0"})
 
@@ -168,6 +178,33 @@ class GroupConfig(_Serialisable):
 
 
 @dataclass(frozen=True)
+class CloneConfig(_Serialisable):
+    """An anonymous clone of one primitive: one instance on each of up to clone-max nodes.
+
+    meta holds the clone's own options (clone-max, clone-node-max, interleave, ...) and meta-attributes
+    its primitive inherits (target-role, resource-stickiness, migration-threshold, ...).
+    """
+
+    id: str
+    resource: str
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def meta_value(self, name: str) -> str | None:
+        return _lookup(self.meta, name)
+
+    def clone_max(self, node_count: int) -> int:
+        """How many instances may run (clone-max; 0 or absent = as many as there are nodes)."""
+        v = self.meta_value("clone-max")
+        n = int(v) if v is not None and v.strip().lstrip("-").isdigit() else 0
+        return node_count if n <= 0 else min(n, node_count)
+
+    @property
+    def interleave(self) -> bool:
+        v = self.meta_value("interleave")
+        return v is not None and v.strip().lower() in TRUE_WORDS
+
+
+@dataclass(frozen=True)
 class LocationConstraint(_Serialisable):
     """score for running `resource` (a primitive or a group) on `node`.
 
@@ -236,6 +273,7 @@ class CibConfiguration(_Serialisable):
     options: ClusterOptions = field(default_factory=ClusterOptions)
     # nodes put in standby "forever" (crm node standby): persisted, unlike NodeStatus.standby.
     standby_nodes: tuple[str, ...] = ()
+    clones: tuple[CloneConfig, ...] = ()
 
     def resource(self, rid: str) -> ResourceConfig | None:
         for r in self.resources:
@@ -255,6 +293,24 @@ class CibConfiguration(_Serialisable):
                 return g
         return None
 
+    def clone(self, cid: str) -> CloneConfig | None:
+        for c in self.clones:
+            if c.id == cid:
+                return c
+        return None
+
+    def clone_of(self, rid: str) -> CloneConfig | None:
+        """The clone that wraps primitive rid, if any."""
+        for c in self.clones:
+            if c.resource == rid:
+                return c
+        return None
+
+    def allow_migrate(self, rid: str) -> bool:
+        """allow-migrate=true on the primitive (or inherited): moves use migrate_to/migrate_from."""
+        v = self.meta(rid, "allow-migrate")
+        return v is not None and v.strip().lower() in TRUE_WORDS
+
     def meta(self, rid: str, name: str) -> str | None:
         """A primitive's meta-attribute, inherited from its group when it has none of its own."""
         r = self.resource(rid)
@@ -263,6 +319,10 @@ class CibConfiguration(_Serialisable):
             g = self.group_of(rid) if r is not None else self.group(rid)
             if g is not None:
                 value = g.meta_value(name)
+        if value is None and name not in CLONE_META_NAMES:
+            c = self.clone_of(rid) if r is not None else self.clone(rid)
+            if c is not None:
+                value = c.meta_value(name)
         return value if value is not None else META_DEFAULTS.get(name)
 
     def stickiness(self, rid: str) -> int:
@@ -287,7 +347,8 @@ class CibConfiguration(_Serialisable):
         node_set = set(self.nodes)
         if len(node_set) != len(self.nodes):
             out.append("a node is listed twice")
-        ids = ([r.id for r in self.resources] + [g.id for g in self.groups] + [c.id for c in self.locations]
+        ids = ([r.id for r in self.resources] + [g.id for g in self.groups] + [c.id for c in self.clones]
+               + [c.id for c in self.locations]
                + [c.id for c in self.colocations] + [c.id for c in self.orders])
         for i in ids:
             if i in seen:
@@ -302,7 +363,7 @@ class CibConfiguration(_Serialisable):
                 out.append(f"resource {r.id!r}: {exc}")
             keys = set()
             for op in r.ops:
-                if op.name not in ("start", "stop", "monitor", "reload"):
+                if op.name not in OP_NAMES:
                     out.append(f"resource {r.id!r}: unsupported operation {op.name!r}")
                 if (op.name, op.interval_ms) in keys:
                     out.append(f"resource {r.id!r}: operation {op.name} interval {op.interval_ms}ms twice")
@@ -324,27 +385,45 @@ class CibConfiguration(_Serialisable):
                     out.append(f"resource {m!r} is in groups {members[m]!r} and {g.id!r}")
                 members[m] = g.id
             out.extend(f"group {g.id!r}: {p}" for p in _meta_problems(g.meta))
+        cloned: dict[str, str] = {}
+        for c in self.clones:
+            if c.resource not in prims:
+                what = "a group" if self.group(c.resource) is not None else "unknown"
+                out.append(f"clone {c.id!r}: {what} resource {c.resource!r} (a clone wraps one primitive)")
+            elif c.resource in members:
+                out.append(f"clone {c.id!r}: {c.resource!r} is a member of group {members[c.resource]!r}")
+            elif c.resource in cloned:
+                out.append(f"clone {c.id!r}: {c.resource!r} is already cloned by {cloned[c.resource]!r}")
+            cloned[c.resource] = c.id
+            out.extend(f"clone {c.id!r}: {p}" for p in _clone_meta_problems(c.meta))
+        tops = (tops - set(cloned)) | {c.id for c in self.clones}
+        inner = {**{m: (f"a member of group {g!r}", "the group") for m, g in members.items()},
+                 **{r: (f"cloned by {c!r}", "the clone") for r, c in cloned.items()}}
         for loc in self.locations:
-            if loc.resource not in tops:
+            if loc.resource in cloned:
+                out.append(f"location {loc.id!r}: {loc.resource!r} is cloned by {cloned[loc.resource]!r}; "
+                           f"constrain the clone")
+            elif loc.resource not in tops:
                 out.append(f"location {loc.id!r}: unknown resource {loc.resource!r}")
             if loc.node not in node_set:
                 out.append(f"location {loc.id!r}: unknown node {loc.node!r}")
         for col in self.colocations:
             for ref in (col.resource, col.with_resource):
-                if ref not in tops:
+                if ref not in tops and ref not in inner:
                     out.append(f"colocation {col.id!r}: unknown resource {ref!r}")
-                elif ref in members:
-                    out.append(f"colocation {col.id!r}: {ref!r} is a member of group {members[ref]!r}; "
-                               f"constrain the group")
+                elif ref in inner:
+                    out.append(f"colocation {col.id!r}: {ref!r} is {inner[ref][0]}; constrain {inner[ref][1]}")
             if col.resource == col.with_resource:
                 out.append(f"colocation {col.id!r}: a resource cannot be colocated with itself")
+            if self.clone(col.resource) is not None:
+                out.append(f"colocation {col.id!r}: a clone ({col.resource!r}) as the dependent is not supported; "
+                           f"colocate the other resource with the clone")
         for order in self.orders:
             for ref in (order.first, order.then):
-                if ref not in tops:
+                if ref not in tops and ref not in inner:
                     out.append(f"order {order.id!r}: unknown resource {ref!r}")
-                elif ref in members:
-                    out.append(f"order {order.id!r}: {ref!r} is a member of group {members[ref]!r}; "
-                               f"order the group")
+                elif ref in inner:
+                    out.append(f"order {order.id!r}: {ref!r} is {inner[ref][0]}; order {inner[ref][1]}")
             if order.kind not in ("Mandatory", "Optional", "Serialize"):
                 out.append(f"order {order.id!r}: kind must be Mandatory, Optional or Serialize")
         o = self.options
@@ -356,6 +435,25 @@ class CibConfiguration(_Serialisable):
         return tuple(out)
 
 
+def _clone_meta_problems(meta: tuple[tuple[str, str], ...]) -> list[str]:
+    out: list[str] = []
+    for name, value in meta:
+        if name not in CLONE_META_NAMES:
+            out.extend(_meta_problems(((name, value),)))
+            continue
+        v = value.strip().lower()
+        if name == "clone-max" and not v.isdigit():
+            out.append(f"meta-attribute clone-max={value!r}: expected a number of instances (0 = one per node)")
+        elif name == "clone-node-max" and v != "1":
+            out.append(f"meta-attribute clone-node-max={value!r}: only 1 instance per node is supported")
+        elif name == "interleave" and v not in TRUE_WORDS | FALSE_WORDS:
+            out.append(f"meta-attribute interleave={value!r}: expected true or false")
+        elif name in ("globally-unique", "notify", "ordered") and v not in FALSE_WORDS:
+            out.append(f"meta-attribute {name}={value!r}: only false is supported (anonymous, unordered clones "
+                       f"without notifications)")
+    return out
+
+
 def _meta_problems(meta: tuple[tuple[str, str], ...]) -> list[str]:
     out: list[str] = []
     for name, value in meta:
@@ -365,7 +463,7 @@ def _meta_problems(meta: tuple[tuple[str, str], ...]) -> list[str]:
         try:
             if name == "target-role" and value not in ("Started", "Stopped"):
                 raise ValueError("expected Started or Stopped")
-            if name == "is-managed":
+            if name in ("is-managed", "allow-migrate"):
                 parse_bool(value)
             if name in ("resource-stickiness", "migration-threshold", "priority"):
                 parse_score(value)
@@ -496,7 +594,7 @@ class ResourceStatus(_Serialisable):
             if last.rc in (OCF.NOT_RUNNING, OCF.ERR_INSTALLED) and not last.timed_out:
                 return "stopped"
             return "started" if last.ok else "failed"
-        if last.op in ("start", "reload"):
+        if last.op in ("start", "reload", "migrate_from", "migrate_to"):
             return "started" if last.ok else "failed"
         # recurring monitor
         if last.ok:
@@ -505,7 +603,7 @@ class ResourceStatus(_Serialisable):
 
     def monitor_active(self, interval_ms: int) -> bool:
         """Is a recurring monitor of this interval running since the latest start (or probe)?"""
-        since = max((o.call_id for o in self.ops if o.op == "start" or o.is_probe), default=-1)
+        since = max((o.call_id for o in self.ops if o.op in ("start", "migrate_from") or o.is_probe), default=-1)
         return any(o.op == "monitor" and o.interval_ms == interval_ms and o.call_id > since for o in self.ops)
 
 

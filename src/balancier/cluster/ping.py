@@ -11,9 +11,12 @@ Choice of probe, per configured target:
   the host is reachable; only a timeout or a network error counts as unreachable. No ICMP rights
   needed, and it follows the same path as the clients' traffic.
 
-Score (as pingd): ``multiplier x number of targets that answered within the last deadping``
-(``deadping`` = the cluster's deadtime, like Heartbeat's default, but at least three probe periods:
-the daemon probes every keepalive, clamped to 0.1..1 s), so one lost probe does not move a resource. The score is announced in this node's heartbeats and written by the DC into the CIB as
+Score (as pingd): ``multiplier x number of targets that answered within the last deadping``, so
+one lost probe does not move a resource. The daemon probes every keepalive/2 (clamped to 0.05..1 s)
+and takes deadping = max(3 probe periods, deadtime - keepalive - one probe period): a node that loses
+the ping node together with its peer (a partition on its side) gives its resources up before the
+peer can declare it dead (deadtime after its last heartbeat, which is at most a keepalive old), so
+the two never hold the VIP together. The score is announced in this node's heartbeats and written by the DC into the CIB as
 the node attribute ``pingd``.
 """
 
@@ -131,3 +134,8 @@ class PingScore:
 
     def score(self, now: float) -> int:
         return MULTIPLIER * len(self.reachable(now))
+
+    def next_change(self, now: float) -> float | None:
+        """When the score drops next if no answer comes (a target's last answer turns deadping old)."""
+        due = [t + self.deadping for t in self.last_ok.values() if t + self.deadping >= now]
+        return min(due) + 0.001 if due else None  # (just past it: the score counts an answer deadping old)

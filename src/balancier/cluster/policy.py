@@ -33,6 +33,18 @@ It follows Pacemaker's scheduler (spec cluster.md §4.5) in this order, each ste
    the lowest node name.
 7. Mandatory orders: a `then` whose `first` ends up stopped cannot start (and is stopped).
    Unmanaged (is-managed=false) and blocked resources stay where they are, untouched.
+8. Clones (anonymous, clone-node-max 1): a clone is a unit with one instance per node, placed on
+   the nodes where its primitive scores >= 0 (location constraints name the clone), best first by
+   the same ranking as step 6, at most clone-max of them. Each instance is sticky on its node
+   (resource-stickiness, at least 1 as Pacemaker 2.x gives clone instances), fails, restarts and
+   reaches migration-threshold on its own node. A dependent colocated with a clone (`vip with
+   proxy-clone INFINITY`) may run only on a node where an instance is placed; a finite score adds to
+   those nodes. A clone cannot be the dependent of a colocation (refused by the configuration).
+9. Live migration (allow-migrate=true on a standalone primitive): a healthy instance moving between
+   two online nodes migrates (migrate_to on the source, migrate_from on the target, then stop on the
+   source) instead of stop-then-start (policy_actions.py). A node that died, or a failed instance,
+   still recovers by a plain start. A migration interrupted after migrate_from (both nodes report it
+   running, the source by migrate_to) is finished by stopping it on the source.
 
 Actions (policy_actions.py) then turn current state + placement into starts, stops, monitors,
 probes, reloads (a stale definition), fences and fail-count clearings with their dependencies. Every decision adds one sentence
@@ -114,6 +126,15 @@ class Prim:
     target: str | None = None
     restart: bool = False
     restart_reason: str = ""
+    clone: bool = False  # an instance per node: `targets` lists them (target = the first, or None)
+    targets: list[str] = field(default_factory=list)
+    dangling: list[str] = field(default_factory=list)  # sources of an interrupted migration, to stop
+
+    def nodes(self) -> list[str]:
+        """Where it is placed: every instance of a clone, else its one target."""
+        if self.clone:
+            return list(self.targets)
+        return [self.target] if self.target is not None else []
 
 
 @dataclass
@@ -132,6 +153,9 @@ class Unit:
     assigned: bool = False
     decided: str = ""  # the placement sentence
     said: list[str] = field(default_factory=list)  # sentences about its members, after `decided`
+    is_clone: bool = False
+    clone_max: int = 0
+    targets: list[str] = field(default_factory=list)  # a clone's instance nodes
 
 
 @dataclass
@@ -258,14 +282,16 @@ def _unpack(cib: Cib, now: float) -> World:
     seen: set[str] = set()
     for r in conf.resources:
         g = conf.group_of(r.id)
-        uid = g.id if g is not None else r.id
+        c = conf.clone_of(r.id)
+        uid = g.id if g is not None else c.id if c is not None else r.id
         if uid in seen:
             continue
         seen.add(uid)
         ids = list(g.resources) if g is not None else [r.id]
-        unit = Unit(id=uid, members=[], is_group=g is not None, index=len(w.units))
+        unit = Unit(id=uid, members=[], is_group=g is not None, index=len(w.units), is_clone=c is not None,
+                    clone_max=c.clone_max(len(conf.nodes)) if c is not None else 0)
         for pos, rid in enumerate(ids):
-            p = Prim(id=rid, unit=uid, position=pos)
+            p = Prim(id=rid, unit=uid, position=pos, clone=c is not None)
             unit.members.append(p)
             w.prims[rid] = p
             w.unit_of[rid] = unit
@@ -356,6 +382,9 @@ def _unpack_prim(w: World, p: Prim) -> None:
         w.say(f"{p.id} cannot run anywhere: {fatal}")
         for n in w.nodes:
             p.notes.setdefault(n, fatal)
+    from balancier.cluster.policy_clone import dangling_migration
+
+    dangling_migration(w, p)
     _own_scores(w, p)
 
 
@@ -367,6 +396,8 @@ def _own_scores(w: World, p: Prim) -> None:
     locs = [c for c in conf.locations if c.active(w.now) and (c.resource == p.id or c.resource == unit.id)]
     attr = conf.options.ping_score_attribute
     sticky = conf.stickiness(p.id)
+    if p.clone:
+        sticky = max(sticky, 1)  # Pacemaker 2.x: clone instances stick to their node by at least 1
     for n in w.nodes:
         named = [c for c in locs if c.node == n]
         score = 0
@@ -383,7 +414,8 @@ def _own_scores(w: World, p: Prim) -> None:
         if n in p.notes or w.eligible[n] is not None:
             score = -INFINITY
         p.base[n] = score
-        if len(p.active) == 1 and p.active[0] == n and sticky > 0 and p.managed and score > -INFINITY:
+        here = n in p.active if p.clone else (len(p.active) == 1 and p.active[0] == n)
+        if here and sticky > 0 and p.managed and score > -INFINITY:
             score = add(score, sticky)
         p.own[n] = score
 
@@ -419,6 +451,8 @@ def _unit_own_scores(unit: Unit, which: str = "own") -> dict[str, int]:
 
 
 def _unit_current(unit: Unit) -> str | None:
+    if unit.is_clone:
+        return None
     for m in unit.members:
         if len(m.active) == 1:
             return m.active[0]
@@ -444,27 +478,42 @@ def _assign(w: World, unit: Unit, stack: tuple[str, ...] = ()) -> None:
         primary = w.unit_of[col.with_resource]
         if not primary.assigned:
             continue  # a colocation cycle: the later one of the two decides
-        where = primary.target
+        where = set(primary.targets) if primary.is_clone else \
+            ({primary.target} if primary.target is not None else set())
+        if primary.is_clone and col.score > 0:
+            from balancier.cluster.policy_clone import healthy_instances
+
+            where = healthy_instances(w, unit, primary, where)
         if col.score >= INFINITY:
-            if where is None:
+            if not where:
                 blocker = f"it must run with {primary.id}, which is not running"
                 scores = {n: -INFINITY for n in scores}
             else:
-                scores = {n: (s if n == where else -INFINITY) for n, s in scores.items()}
-        elif where is not None:
-            scores[where] = add(scores[where], col.score)
+                scores = {n: (s if n in where else -INFINITY) for n, s in scores.items()}
+                if primary.is_clone:
+                    for n in w.nodes:
+                        if n not in where:
+                            unit.members[0].notes.setdefault(n, w.eligible[n] or f"{primary.id} has no instance on {n}")
+        else:
+            for n in where:
+                scores[n] = add(scores[n], col.score)
     for col in conf.colocations:
         if col.with_resource != unit.id or col.resource not in w.unit_of:
             continue
         dep = w.unit_of[col.resource]
-        if dep.assigned or dep.id in stack or col.score == 0:
-            continue
+        if dep.assigned or dep.id in stack or col.score == 0 or unit.is_clone:
+            continue  # (a clone's instances are not pulled around by what depends on them)
         folded = _fold(scores, dep.scores, max(-INFINITY, min(INFINITY, col.score)))
         if folded is not None:
             scores = folded
     unit.scores = scores
     unit.assigned = True
     first = unit.members[0]
+    if unit.is_clone:
+        from balancier.cluster.policy_clone import assign_clone
+
+        assign_clone(w, unit)
+        return
     if w.mode == "stop":
         unit.target = None
         unit.decided = stopped_sentence(unit, "partition without quorum")
@@ -513,6 +562,13 @@ _FROZEN = {"freeze": "partition without quorum (no-quorum-policy=freeze)", "wait
 def _members(w: World, unit: Unit) -> None:
     """Member targets inside a group (or the lone primitive) once the unit is placed."""
     target = unit.target
+    if unit.is_clone:
+        m = unit.members[0]
+        m.targets = [n for n in unit.targets if w.mode == "normal" or m.states.get(n) == "started"]
+        m.target = m.targets[0] if m.targets else None
+        for n in m.targets:
+            w.assigned_count[n] += 1
+        return
     prev: Prim | None = None
     for m in unit.members:
         if not m.managed or m.blocked_on is not None:
@@ -555,10 +611,12 @@ def _apply_orders(w: World) -> None:
             first, then = w.unit_of[o.first], w.unit_of[o.then]
             if first.target is None and then.target is not None:
                 then.target = None
+                then.targets = []
                 for m in then.members:
-                    if m.target is not None:
-                        w.assigned_count[m.target] -= 1
-                        m.target = None
+                    for n in m.nodes():
+                        w.assigned_count[n] -= 1
+                    m.target = None
+                    m.targets = []
                 then.decided = stopped_sentence(then, f"it must start after {first.id}, which is stopped ({o.id})")
                 then.said = []
                 changed = True
@@ -594,7 +652,10 @@ def schedule(cib: Cib, now: float) -> Transition:
         if unit.is_group:
             placement[unit.id] = unit.members[0].target
         for m in unit.members:
-            placement[m.id] = m.target
+            # a clone's instances: its nodes joined by commas ("lb1,lb2"), as `clones` lists them
+            placement[m.id] = ",".join(m.nodes()) or None if m.clone else m.target
+        if unit.is_clone:
+            placement[unit.id] = placement[unit.members[0].id]
     future = [t for t in w.recheck if t > now]
     return Transition(placement=placement, actions=actions, reasons=tuple(w.reasons),
                       next_recheck=min(future) if future else None,

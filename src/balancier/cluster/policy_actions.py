@@ -18,6 +18,18 @@ Rules (Pacemaker's implicit orderings, spec cluster.md §2.5, §3.3, §3.4, §4.
   precedes its recurring monitors; group members start in order and stop in reverse; order
   constraints (Mandatory, Optional, Serialize) put `then` starts after `first` starts and, when
   symmetrical, `first` stops after `then` stops.
+- Clones: each instance is planned on its own node as above (stop where it is no longer placed,
+  restart in place when failed or stale, start where newly placed). An order with a clone as `first`
+  works per node (as Pacemaker's interleave does between clones): a `then` start (or migration) to
+  node N waits for the instance starting on N only, and a restart of the instance on N restarts only
+  the `then` resources placed on N.
+- Live migration (allow-migrate=true, a standalone primitive, healthy on one online node that has not
+  lost its connectivity (ping nodes), placed on another, normal mode): migrate_to on the source, then migrate_from on the target, then stop on the
+  source (make-before-break: for balancier:vip the target adds the address and announces it while
+  the source keeps it, so connections in flight on the source finish). migrate_to waits for what a
+  start would wait for (probes, fencing, cleared fail counts, `first` starts of orders); the
+  migrate_from stands for the start (monitors and `then` starts follow it); the source's stop comes
+  last and `first` stops of symmetrical orders wait for it.
 - Ids are positions in a deterministic topological order: creation order (fence, probe,
   clear_failcount, stop, reload, start, monitor; units in configuration order) breaks ties.
 """
@@ -35,6 +47,13 @@ from balancier.cluster.scores import format_duration_ms, format_score
 class _Plan:
     stops: list[str] = field(default_factory=list)
     start: bool = False
+    clone_starts: list[str] = field(default_factory=list)  # a clone's instances to start, per node
+    migrate_from: str | None = None  # live migration: the source node (its stop comes last)
+
+    def start_nodes(self, p: Prim) -> list[str]:
+        if p.clone:
+            return list(self.clone_starts)
+        return [p.target] if self.start and p.target is not None else []
 
 
 @dataclass
@@ -91,6 +110,10 @@ def _plan(w: World) -> dict[str, _Plan]:
             plan = plans[p.id] = _Plan()
             if not p.managed or p.blocked_on is not None:
                 continue
+            plan.stops = list(p.dangling)
+            if p.clone:
+                _plan_clone(w, p, plan)
+                continue
             target = p.target
             if len(p.active) > 1:
                 policy = w.conf.meta(p.id, "multiple-active") or "stop_start"
@@ -108,7 +131,7 @@ def _plan(w: World) -> dict[str, _Plan]:
                     w.say(f"{p.id} is active on {where}: stopping it everywhere, then starting it on "
                           f"{target} (multiple-active=stop_start)")
                 continue
-            plan.stops = [n for n in p.active if n != target]
+            plan.stops += [n for n in p.active if n != target]
             if target is None:
                 continue
             if target in p.active:
@@ -127,23 +150,71 @@ def _plan(w: World) -> dict[str, _Plan]:
                         w.say(f"restarting {p.id} on {target}: {stale[0]} and its agent cannot reload")
             elif normal:
                 plan.start = True
+                src = plan.stops[0] if len(plan.stops) == 1 else None
+                if (src is not None and not unit.is_group and w.conf.allow_migrate(p.id)
+                        and p.states.get(src) == "started" and p.active == [src] and not _lost_connectivity(w, src)):
+                    plan.migrate_from = src
+                    w.say(f"migrating {p.id} from {src} to {target} (allow-migrate): migrate_to on {src}, "
+                          f"migrate_from on {target}, then stop on {src}")
             else:
                 p.target = None
     _propagate_restarts(w, plans)
+    for p in w.prims.values():
+        plan = plans[p.id]
+        if plan.migrate_from is not None and (plan.migrate_from not in plan.stops or len(plan.stops) != 1):
+            plan.migrate_from = None  # a restart propagated onto it: stop-then-start after all
     return plans
 
 
-def _restart(w: World, plans: dict[str, _Plan], p: Prim, why: str) -> bool:
+def _lost_connectivity(w: World, node: str) -> bool:
+    """A node that lost its ping nodes serves nobody: what runs there stops at once, no migration from it."""
+    why = w.eligible.get(node)
+    return why is not None and "lost connectivity" in why
+
+
+def _plan_clone(w: World, p: Prim, plan: _Plan) -> None:
+    """Every instance of a clone on its own node (rules in the module docstring)."""
+    normal = w.mode == "normal"
+    plan.stops += [n for n in p.active if n not in p.targets]
+    for n in p.targets:
+        if n not in p.active:
+            if normal:
+                plan.clone_starts.append(n)
+            continue
+        if not normal:
+            continue
+        if p.states.get(n) == "failed":
+            plan.stops.append(n)
+            plan.clone_starts.append(n)
+            w.say(f"restarting {p.id} on {n}: {_failure(w, p, n)}")
+        elif p.states.get(n) == "started":
+            stale = stale_definition(w, p, n)
+            if stale is not None and stale[1]:
+                w.reloads.append((p.id, n))
+                w.say(f"reloading {p.id} on {n}: {stale[0]}")
+            elif stale is not None:
+                plan.stops.append(n)
+                plan.clone_starts.append(n)
+                w.say(f"restarting {p.id} on {n}: {stale[0]} and its agent cannot reload")
+
+
+def _restart(w: World, plans: dict[str, _Plan], p: Prim, why: str, only: set[str] | None = None) -> bool:
+    """Restart p in place (a clone: its instances, on the nodes in `only` when given)."""
     plan = plans[p.id]
-    t = p.target
-    if t is None or t not in p.active or t in plan.stops or not p.managed or p.blocked_on is not None:
+    if not p.managed or p.blocked_on is not None or w.mode != "normal":
         return False
-    if w.mode != "normal":
-        return False
-    plan.stops.append(t)
-    plan.start = True
-    w.say(f"restarting {p.id} on {t}: {why}")
-    return True
+    changed = False
+    for t in p.nodes():
+        if t not in p.active or t in plan.stops or (only is not None and t not in only):
+            continue
+        plan.stops.append(t)
+        if p.clone:
+            plan.clone_starts.append(t)
+        else:
+            plan.start = True
+        w.say(f"restarting {p.id} on {t}: {why}")
+        changed = True
+    return changed
 
 
 def _propagate_restarts(w: World, plans: dict[str, _Plan]) -> None:
@@ -159,9 +230,12 @@ def _propagate_restarts(w: World, plans: dict[str, _Plan]) -> None:
             if o.kind != "Mandatory" or o.first not in w.unit_of or o.then not in w.unit_of:
                 continue
             first, then = w.unit_of[o.first], w.unit_of[o.then]
-            if any(plans[m.id].stops for m in first.members):
+            stopping = {n for m in first.members for n in plans[m.id].stops}
+            if stopping:
+                # a clone's instance restarting concerns what runs on its node only
+                only = stopping if first.is_clone else None
                 for m in then.members:
-                    changed |= _restart(w, plans, m, f"{first.id} restarts before it ({o.id})")
+                    changed |= _restart(w, plans, m, f"{first.id} restarts before it ({o.id})", only)
         if not changed:
             return
 
@@ -182,77 +256,101 @@ def build_actions(w: World) -> tuple[Action, ...]:
     for rid, n in w.clear:
         clears[(rid, n)] = new(_Draft("clear_failcount", rid, n))
     stops: dict[str, list[int]] = {}
+    migrate_tos: dict[str, int] = {}
     for unit in w.units:
         for p in reversed(unit.members):
-            for n in sorted(plans[p.id].stops, key=w.nodes.index):
+            plan = plans[p.id]
+            for n in sorted(plan.stops, key=w.nodes.index):
+                if n == plan.migrate_from:
+                    migrate_tos[p.id] = new(_Draft("migrate_to", p.id, n, 0, _op_timeout(w, p.id, "migrate_to")))
                 stops.setdefault(p.id, []).append(new(_Draft("stop", p.id, n, 0, _op_timeout(w, p.id, "stop"))))
     for rid, n in w.reloads:
         if n not in plans[rid].stops:  # a restart (e.g. of an earlier group member) supersedes the reload
             new(_Draft("reload", rid, n, 0, _op_timeout(w, rid, "reload")))
-    starts: dict[str, int] = {}
+    starts: dict[str, list[int]] = {}
+    start_on: dict[tuple[str, str], int] = {}
     for unit in w.units:
         for p in unit.members:
-            if plans[p.id].start and p.target is not None:
-                d = _Draft("start", p.id, p.target, 0, _op_timeout(w, p.id, "start"))
-                d.after.update(stops.get(p.id, ()), probes.get(p.id, ()), fences)
-                if (p.id, p.target) in clears:
-                    d.after.add(clears[(p.id, p.target)])
-                starts[p.id] = new(d)
+            plan = plans[p.id]
+            for node in plan.start_nodes(p):
+                kind = "start" if plan.migrate_from is None else "migrate_from"
+                d = _Draft(kind, p.id, node, 0, _op_timeout(w, p.id, kind))
+                before = d.after if plan.migrate_from is None else drafts[migrate_tos[p.id]].after
+                before.update(probes.get(p.id, ()), fences)
+                if (p.id, node) in clears:
+                    before.add(clears[(p.id, node)])
+                if plan.migrate_from is None:
+                    # a clone instance restarting on this node waits for its own stop only
+                    d.after.update(s for s in stops.get(p.id, ()) if not p.clone or drafts[s].node == node)
+                else:
+                    d.after.add(migrate_tos[p.id])
+                i = new(d)
+                if plan.migrate_from is not None:
+                    for s in stops.get(p.id, ()):
+                        drafts[s].after.add(i)  # make-before-break: the source stops last
+                starts.setdefault(p.id, []).append(i)
+                start_on[(p.id, node)] = i
     for unit in w.units:
         for p in unit.members:
             r = w.conf.resource(p.id)
-            if p.target is None or r is None or not p.managed or p.blocked_on is not None:
+            if r is None or not p.managed or p.blocked_on is not None:
                 continue
-            started = p.id in starts
-            running = p.states.get(p.target) == "started" and p.target in p.active
-            if not started and not running:
-                continue
-            rs = w.cib.resource_status(p.id, p.target)
-            for op in r.recurring_monitors:
-                if not started and rs.monitor_active(op.interval_ms):
+            for node in p.nodes():
+                started = (p.id, node) in start_on
+                running = p.states.get(node) == "started" and node in p.active
+                if not started and not running:
                     continue
-                d = _Draft("monitor", p.id, p.target, op.interval_ms, op.timeout_ms)
-                if started:
-                    d.after.add(starts[p.id])
-                else:
-                    w.say(f"monitoring {p.id} on {p.target} every {format_duration_ms(op.interval_ms)}: "
-                          f"no such monitor is active")
-                new(d)
+                rs = w.cib.resource_status(p.id, node)
+                for op in r.recurring_monitors:
+                    if not started and rs.monitor_active(op.interval_ms):
+                        continue
+                    d = _Draft("monitor", p.id, node, op.interval_ms, op.timeout_ms)
+                    if started:
+                        d.after.add(start_on[(p.id, node)])
+                    else:
+                        w.say(f"monitoring {p.id} on {node} every {format_duration_ms(op.interval_ms)}: "
+                              f"no such monitor is active")
+                    new(d)
     _group_orderings(w, drafts, starts, stops)
-    _order_constraints(w, drafts, starts, stops)
+    _order_constraints(w, drafts, starts, stops, migrate_tos)
     return _sorted(drafts)
 
 
-def _group_orderings(w: World, drafts: list[_Draft], starts: dict[str, int], stops: dict[str, list[int]]) -> None:
+def _group_orderings(w: World, drafts: list[_Draft], starts: dict[str, list[int]],
+                     stops: dict[str, list[int]]) -> None:
     for unit in w.units:
         ms = unit.members
         for a, b in zip(ms, ms[1:], strict=False):
             if b.id in starts and a.id in starts:
-                drafts[starts[b.id]].after.add(starts[a.id])
+                for i in starts[b.id]:
+                    drafts[i].after.update(starts[a.id])
             for s in stops.get(a.id, ()):
                 drafts[s].after.update(stops.get(b.id, ()))
 
 
-def _heads(unit: Unit, starts: dict[str, int]) -> list[int]:
-    """Starts of the unit not already ordered after an earlier member's start."""
-    out = []
+def _heads(unit: Unit, starts: dict[str, list[int]], migrate_tos: dict[str, int]) -> list[int]:
+    """Starts of the unit not already ordered after an earlier member's start (a migration: its migrate_to)."""
+    out: list[int] = []
     prev_started = False
     for m in unit.members:
         if m.id in starts and not prev_started:
-            out.append(starts[m.id])
+            out.extend([migrate_tos[m.id]] if m.id in migrate_tos else starts[m.id])
         prev_started = m.id in starts
     return out
 
 
-def _order_constraints(w: World, drafts: list[_Draft], starts: dict[str, int],
-                       stops: dict[str, list[int]]) -> None:
+def _order_constraints(w: World, drafts: list[_Draft], starts: dict[str, list[int]],
+                       stops: dict[str, list[int]], migrate_tos: dict[str, int]) -> None:
     for o in w.conf.orders:
         if o.first not in w.unit_of or o.then not in w.unit_of:
             continue
         first, then = w.unit_of[o.first], w.unit_of[o.then]
-        first_starts = [starts[m.id] for m in first.members if m.id in starts]
-        for h in _heads(then, starts):
-            drafts[h].after.update(first_starts)
+        first_starts = [i for m in first.members for i in starts.get(m.id, ())]
+        for h in _heads(then, starts, migrate_tos):
+            node = drafts[h].node if drafts[h].kind != "migrate_to" else \
+                next(drafts[i].node for i in starts.get(drafts[h].resource or "", ()))
+            # from a clone, per node: a start waits for the instance starting on its own node only
+            drafts[h].after.update(i for i in first_starts if not first.is_clone or drafts[i].node == node)
         if o.symmetrical:
             then_stops = [s for m in then.members for s in stops.get(m.id, ())]
             for m in first.members:

@@ -7,14 +7,16 @@ Rules:
   ``format`` (``balancier-status/1``), cluster, node (who answered), dc, quorum, cib_version,
   updated (epoch seconds), nodes [{name, state: online|standby|offline|unclean (online = in the
   answering node's membership), online, standby,
-  unclean, dc}], resources [{id, kind: group|primitive, target_role, state, node, members
+  unclean, dc}], resources [{id, kind: group|clone|primitive, target_role, state, node, nodes, members
   [{id, agent, state, node, nodes, failed, managed}]}], failed_actions [{resource, op, interval_ms,
   node, call_id, rc, rc_text, status, time, exec_ms, reason}], fail_counts [{resource, node,
   fail_count, last_failure}], constraints (the runtime ``cli-*`` ones), transition (the DC's last
   one: reasons and actions) and members.
 - A top-level resource (a group counts once, as in crm_mon) is "started" when every member is
   started on one node, "stopped" when none runs, "partial" otherwise; "disabled" when its
-  target-role is Stopped and nothing runs.
+  target-role is Stopped and nothing runs. A clone is "started" when its instances run (healthy) on
+  one node or more, listed in ``nodes`` (``node`` stays null), "failed" when an instance failed.
+  The table shows it as crm_mon does: ``Clone Set: id [primitive]`` then ``Started: [ lb1 lb2 ]``.
 - The table follows crm_mon -1 of the Heartbeat era: a header (Last updated, Current DC with
   "partition with quorum" / "WITHOUT quorum" / NONE), the node lists (Online: [ ... ],
   OFFLINE: [ ... ], "Node X: standby"), one line per primitive ``id<TAB>(class::provider:type):<TAB>
@@ -89,11 +91,20 @@ def status_document(cib: Cib, *, cluster: str, node: str, dc: str | None, quorum
     seen: set[str] = set()
     for r in conf.resources:
         g = conf.group_of(r.id)
-        uid = g.id if g is not None else r.id
+        c = conf.clone_of(r.id)
+        uid = g.id if g is not None else c.id if c is not None else r.id
         if uid in seen:
             continue
         seen.add(uid)
         members_ = [member(m) for m in (g.resources if g is not None else (r.id,))]
+        if c is not None:
+            m = members_[0]
+            role = c.meta_value("target-role") or conf.meta(r.id, "target-role") or "Started"
+            state = "failed" if m["failed"] else "started" if m["nodes"] else \
+                "disabled" if role == "Stopped" else "stopped"
+            resources.append({"id": uid, "kind": "clone", "target_role": role, "state": state, "node": None,
+                              "nodes": list(m["nodes"]), "members": members_})
+            continue
         role = (g.meta_value("target-role") if g is not None else None) or conf.meta(r.id, "target-role") or "Started"
         nodes_used = {m["node"] for m in members_ if m["node"] is not None}
         if all(m["state"] == "started" for m in members_) and len(nodes_used) == 1:
@@ -103,7 +114,7 @@ def status_document(cib: Cib, *, cluster: str, node: str, dc: str | None, quorum
         else:
             state, where = ("failed" if any(m["failed"] for m in members_) else "partial"), None
         resources.append({"id": uid, "kind": "group" if g is not None else "primitive", "target_role": role,
-                          "state": state, "node": where, "members": members_})
+                          "state": state, "node": where, "nodes": [where] if where else [], "members": members_})
 
     failed_actions, fail_counts = [], []
     failed_ops = {(op.node, op.call_id): op for rs in cib.status.resources for op in rs.ops if _failed(op)}
@@ -193,7 +204,12 @@ def format_table(doc: dict[str, Any]) -> str:
         lines.append(f"OFFLINE: [ {' '.join(offline)} ]")
     lines.append("")
     for top in tops:
-        if top["kind"] == "group":
+        if top["kind"] == "clone":
+            m = top["members"][0]
+            lines.append(f" Clone Set: {top['id']} [{m['id']}]" + (" (disabled)" if top["target_role"] == "Stopped"
+                                                                    else "") + (" FAILED" if m["failed"] else ""))
+            lines.append(f"     Started: [ {' '.join(m['nodes'])} ]" if m["nodes"] else "     Stopped")
+        elif top["kind"] == "group":
             lines.append(f" Resource Group: {top['id']}" + (" (disabled)" if top["target_role"] == "Stopped" else ""))
             lines.extend(_primitive_line(m, "     ") for m in top["members"])
         else:
@@ -268,7 +284,8 @@ def nagios(doc: dict[str, Any] | None, *, expect_nodes: int | None = None, error
         text.append(f"{len(standby)} standby")
     by_node: dict[tuple[str, str], int] = {}
     for t in started:
-        key = ("resource group" if t["kind"] == "group" else "resource", t["node"])
+        word = {"group": "resource group", "clone": "clone"}.get(t["kind"], "resource")
+        key = (word, t["node"] if t["node"] is not None else " ".join(t.get("nodes") or []))
         by_node[key] = by_node.get(key, 0) + 1
     for (word, node), count in sorted(by_node.items(), key=lambda kv: (kv[0][1], kv[0][0] != "resource group")):
         text.append(f"{_plural(count, word)} started on {node}")

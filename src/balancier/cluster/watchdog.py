@@ -53,6 +53,11 @@ def main(argv: list[str]) -> int:
     # import netlink now, not after the daemon died: the import alone takes ~250 ms, all of it VIP overlap
     import balancier.cluster.agents.vip  # noqa: F401
 
+    try:  # the vip agent imports pyroute2 lazily: here it must be loaded before it is needed
+        import pyroute2  # noqa: F401
+    except ImportError:
+        pass
+
     said = b""
     while True:
         chunk = os.read(0, 64)

@@ -7,10 +7,15 @@ Rules this file governs:
   weights 256/128/1, the maintenance server as backup, httpchk, forwardfor, httpclose) with the
   test addresses, ``bind :80`` (so a standby proxy can already listen before the VIP arrives), and
   checks every second instead of five so a test does not wait on them.
-- ``balancier cluster`` deployment: one TOML file for both nodes; ``esup_proxy`` = ``vip`` (balancier:vip,
-  the VIP on eth0; no state_file, so the daemon's own record in its state directory is used, which its
-  watchdog and start-up clean-up read) then ``proxy`` (balancier:proxy), preferring lb1 (200)
-  over lb2 (100); optionally the gateway is the ping node (``ping_gateway="icmp"`` for an ICMP echo,
+- ``balancier cluster`` deployment: one TOML file for both nodes. The default layout ``"clone"`` is the
+  recommended one: ``proxy`` (balancier:proxy) cloned on both nodes (``proxy-clone``, so a proxy already
+  listens on ``:80`` of the standby before the address arrives), and ``vip`` (balancier:vip, the VIP on
+  eth0, ``allow-migrate = true``) alone moving, colocated with the clone (INFINITY) and ordered after
+  it, preferring lb1 (200) over lb2 (100): a hard failure only adds the address on the survivor, a
+  planned move or failback migrates it live (zero loss). The layout ``"group"`` is the seed's form:
+  ``esup_proxy`` = ``vip`` then ``proxy``, moving together stop-then-start. In both, the vip has no
+  state_file, so the daemon's own record in its state directory is used, which its watchdog and
+  start-up clean-up read; optionally the gateway is the ping node (``ping_gateway="icmp"`` for an ICMP echo,
   ``"tcp"`` for a TCP connection to a closed port, answered by a reset). Each daemon runs in lb1's/lb2's namespace with a
   private /run (``Testbed.spawn(private_run=True)``), as two real nodes would, so the agents' pid and
   state files do not collide. Timers default to keepalive 100 ms / deadtime 300 ms.
@@ -39,6 +44,8 @@ from balancier.testbed.topology import APP_SERVERS, LB_NODES, VIP, Spawned, Test
 APP_PORT = 80
 SERVICE_PORT = 80
 GROUP = "esup_proxy"
+VIP_RESOURCE = "vip"  # what moves in the clone layout
+LAYOUTS = ("clone", "group")
 PING_TCP_PORT = 9  # nothing listens on the gateway: its RST proves it is reachable (ping.py's TCP probe)
 KEEPALIVED_LIFETIME_S = 900  # a keepalived we lose track of still dies
 
@@ -93,11 +100,16 @@ class ClusterDeployment:
     """``balancier cluster`` on lb1 and lb2 in front of the portal servers."""
 
     def __init__(self, tb: Testbed, timers: ClusterTimers | None = None, stickiness: int = 0,
-                 ping_gateway: str | None = None, name: str = "cluster") -> None:
+                 ping_gateway: str | None = None, name: str = "cluster", layout: str = "clone") -> None:
+        if layout not in LAYOUTS:
+            raise TestbedError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
         self.tb = tb
         self.timers = timers or ClusterTimers()
         self.stickiness = stickiness
         self.ping_gateway = ping_gateway
+        self.layout = layout
+        # the resource an administrator moves (migrate/unmigrate), and the one whose placement shows the VIP
+        self.moving = VIP_RESOURCE if layout == "clone" else GROUP
         self.dir = tb.workdir / name
         self.dir.mkdir(parents=True, exist_ok=False)
         self.daemons: dict[str, Spawned] = {}
@@ -116,6 +128,14 @@ class ClusterDeployment:
             self.ping_gateway]
         ping = f'ping = ["{target}"]\n' if target else ""
         mon = f'op.monitor = {{ interval = "{_ms(t.monitor_interval_ms)}", timeout = "{_ms(t.monitor_timeout_ms)}" }}\n'
+        vip_meta = 'meta = { allow_migrate = true }\n' if self.layout == "clone" else ""
+        if self.layout == "clone":
+            placement = (
+                '[[clone]]\nid = "proxy-clone"\nresource = "proxy"\nmeta = { clone_node_max = 1, interleave = true }\n\n'
+                '[[colocation]]\nid = "vip-with-proxy"\nresource = "vip"\nwith = "proxy-clone"\nscore = "INFINITY"\n\n'
+                '[[order]]\nid = "proxy-then-vip"\nfirst = "proxy-clone"\nthen = "vip"\n\n')
+        else:
+            placement = f'[[group]]\nid = "{GROUP}"\nresources = ["vip", "proxy"]\n\n'
         self.config.write_text(
             "# The seed's cluster on the namespace test bed.\n"
             f'[cluster]\nname = "bed"\nkeepalive = "{_ms(t.keepalive_ms)}"\nwarntime = "{_ms(t.warntime())}"\n'
@@ -126,13 +146,13 @@ class ClusterDeployment:
             f"{nodes}\n"
             '[[resource]]\nid = "vip"\nagent = "balancier:vip"\n'
             f'params = {{ ip = "{VIP}", cidr_netmask = 24, nic = "eth0", arp_count = 5, '
-            f'arp_interval_ms = 100 }}\n{mon}\n'
+            f'arp_interval_ms = 100 }}\n{mon}{vip_meta}\n'
             '[[resource]]\nid = "proxy"\nagent = "balancier:proxy"\n'
             f'params = {{ config = "{self.proxy_cfg}" }}\n'
             f'op.monitor = {{ interval = "{_ms(t.monitor_interval_ms)}", timeout = "{_ms(t.monitor_timeout_ms)}" }}\n\n'
-            f'[[group]]\nid = "{GROUP}"\nresources = ["vip", "proxy"]\n\n'
-            f'[[location]]\nresource = "{GROUP}"\nnode = "lb1"\nscore = 200\n\n'
-            f'[[location]]\nresource = "{GROUP}"\nnode = "lb2"\nscore = 100\n')
+            f'{placement}'
+            f'[[location]]\nresource = "{self.moving}"\nnode = "lb1"\nscore = 200\n\n'
+            f'[[location]]\nresource = "{self.moving}"\nnode = "lb2"\nscore = 100\n')
         try:
             load_cluster_config(str(self.config))
         except ClusterConfigError as exc:
@@ -183,11 +203,12 @@ class ClusterDeployment:
                            f"{self.tb.vip_holders()}; last answer: {last}; logs in {self.tb.workdir}")
 
     def migrate(self, node: str, via: str = "lb1") -> None:
-        self.tb.run(via, [sys.executable, "-m", "balancier", "resource", "migrate", GROUP, node,
+        """``balancier resource migrate`` of what moves (the vip, or the group in the group layout)."""
+        self.tb.run(via, [sys.executable, "-m", "balancier", "resource", "migrate", self.moving, node,
                           "--state-dir", str(self.state_dir(via))])
 
     def unmigrate(self, via: str = "lb1") -> None:
-        self.tb.run(via, [sys.executable, "-m", "balancier", "resource", "unmigrate", GROUP,
+        self.tb.run(via, [sys.executable, "-m", "balancier", "resource", "unmigrate", self.moving,
                           "--state-dir", str(self.state_dir(via))])
 
 

@@ -145,8 +145,8 @@ def resources(snap: dict[str, Any], viewer: Viewer) -> str:
     runtime = {c["resource"] for c in snap.get("locations", []) if c["runtime"]}
     rows = []
     for top in snap["resources"]:
-        where = top["node"] or "—"
-        kind = "group" if top["kind"] == "group" else top["members"][0]["agent"]
+        where = top["node"] or ", ".join(top.get("nodes") or []) or "—"
+        kind = top["kind"] if top["kind"] in ("group", "clone") else top["members"][0]["agent"]
         action = ""
         if viewer.admin:
             options = "".join(f'<option value="{e(n)}">{e(n)}</option>' for n in node_names if n != top["node"])

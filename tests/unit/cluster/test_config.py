@@ -46,8 +46,14 @@ def test_the_example_configuration_is_valid_and_the_cli_says_so() -> None:
     assert cfg.node_names == ("esup-proxy-1", "esup-proxy-2")
     assert (cfg.keepalive_ms, cfg.warntime_ms, cfg.deadtime_ms, cfg.initdead_ms) == (200, 600, 1000, 5000)
     conf = cfg.configuration
-    assert [g.resources for g in conf.groups] == [("esup_ip", "esup_haproxy", "esup_stunnel")]
-    assert [(loc.node, loc.score) for loc in conf.locations] == [("esup-proxy-1", 200), ("esup-proxy-2", 100)]
+    # the recommended layout: the proxies cloned, the address alone moving (live migration)
+    assert [(c.id, c.resource) for c in conf.clones] == [("haproxy-clone", "esup_haproxy"),
+                                                         ("stunnel-clone", "esup_stunnel")]
+    assert conf.groups == () and conf.allow_migrate("esup_ip")
+    assert [(c.resource, c.with_resource) for c in conf.colocations] == [("esup_ip", "haproxy-clone"),
+                                                                         ("esup_ip", "stunnel-clone")]
+    assert [(loc.resource, loc.node, loc.score) for loc in conf.locations] == [("esup_ip", "esup-proxy-1", 200),
+                                                                               ("esup_ip", "esup-proxy-2", 100)]
     assert conf.resource("esup_ip").params == (("ip", "10.0.0.100"), ("cidr_netmask", "24"), ("nic", "eth0"))
     assert conf.resource("esup_ip").ops == (OpConfig("monitor", interval_ms=10_000, timeout_ms=5000),)
     assert conf.options.migration_threshold == 3 and conf.options.failure_timeout_ms == 300_000
@@ -113,7 +119,7 @@ def test_several_errors_are_all_reported_with_their_lines(keydir: Path) -> None:
         "cluster.toml:15: node[2].address: bad address '10.0.0.3:99999': expected \"ip\" or \"ip:port\"",
         "cluster.toml:17: resource[0]: resource 'vip': unsupported meta-attribute 'flavour'",
         "cluster.toml:20: resource[0].op.monitor.timeout: must be shorter than the interval (2000ms)",
-        "cluster.toml:21: resource[0].op.promote: unsupported operation (expected start, stop, monitor or reload)",
+        "cluster.toml:21: resource[0].op.promote: unsupported operation (expected start, stop, monitor, reload, migrate_to or migrate_from)",
         "cluster.toml:24: group[0]: group 'g': unknown resource 'ghost'",
         "cluster.toml:29: options.no_quorum_policy: 'panic': expected stop, ignore or freeze",
         "cluster.toml:30: options.stickyness: unknown key (did you mean 'stickiness'?)",

@@ -144,8 +144,16 @@ class ResourceAgent(abc.ABC):
         """Apply a changed configuration without a restart (agents that can)."""
         return AgentResult(OCF_ERR_UNIMPLEMENTED, exit_reason=f"{self.standard} cannot reload")
 
+    async def migrate_to(self, timeout_ms: int = 20_000) -> AgentResult:
+        """Live migration, on the source: prepare to hand over (the instance keeps running until its stop)."""
+        return AgentResult(OCF_ERR_UNIMPLEMENTED, exit_reason=f"{self.standard} cannot migrate")
+
+    async def migrate_from(self, timeout_ms: int = 20_000) -> AgentResult:
+        """Live migration, on the target: take over from the source (which is stopped afterwards)."""
+        return AgentResult(OCF_ERR_UNIMPLEMENTED, exit_reason=f"{self.standard} cannot migrate")
+
     async def run(self, op: str, timeout_ms: int = 20_000, interval_ms: int = 0) -> AgentResult:
-        """Dispatch an operation by its name (start, stop, monitor, probe, validate, meta-data)."""
+        """Dispatch an operation by its name (start, stop, monitor, probe, validate, meta-data, migrate_*)."""
         if op == "start":
             return await self.start(timeout_ms)
         if op == "stop":
@@ -160,6 +168,10 @@ class ResourceAgent(abc.ABC):
             return await self.meta_data()
         if op == "reload":
             return await self.reload(timeout_ms)
+        if op == "migrate_to":
+            return await self.migrate_to(timeout_ms)
+        if op == "migrate_from":
+            return await self.migrate_from(timeout_ms)
         return AgentResult(OCF_ERR_UNIMPLEMENTED, exit_reason=f"unsupported operation {op!r}")
 
 

@@ -144,6 +144,12 @@ class OCFAgent(ResourceAgent):
     async def reload(self, timeout_ms: int = 20_000) -> AgentResult:
         return await self.action("reload", timeout_ms)
 
+    async def migrate_to(self, timeout_ms: int = 20_000) -> AgentResult:
+        return await self.action("migrate_to", timeout_ms)
+
+    async def migrate_from(self, timeout_ms: int = 20_000) -> AgentResult:
+        return await self.action("migrate_from", timeout_ms)
+
 
 def lsb_status_rc(status: int) -> int:
     """Map an LSB `status` exit code to OCF (spec §7, Pacemaker since 1.1.13)."""

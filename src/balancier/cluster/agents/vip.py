@@ -20,6 +20,22 @@ Rules this file governs (spec cluster.md §6 IPaddr2; testbed.md §3):
   is down: the address would not serve). stop removes the address; 0 when it is already absent.
 - Exit codes: not root -> 4; parameters inherently invalid -> 6 (bans everywhere); the interface
   missing or down on this node -> 5 (bans this node only: another node may have a working nic).
+- Live migration (allow-migrate=true, make-before-break): migrate_to on the source checks that the
+  address is held and keeps it (the source goes on serving); migrate_from on the target is a start
+  (the address is added and announced: clients switch at the gratuitous ARP); the stop on the
+  source that follows waits until migrate_drain_ms (default 500) have passed since its migrate_to,
+  so the replies of requests the source accepted before the announcement still leave from the
+  address, then removes it. A connection the source accepted before the announcement sends its
+  last packets (the client's ACK, FIN) to the target after it: the target's kernel would answer
+  them with a reset, which a client reading up to the end of the reply sees as an error, and a
+  client whose handshake straddled the announcement sends its request there. So for
+  migrate_guard_ms (default 1000; 0 = off) after migrate_from, the target hands TCP segments to the
+  address that belong to no connection it knows (not a SYN, conntrack state new) back to the
+  source (``dup to`` every peer address: only the node still holding the address accepts them) and
+  drops its own copy: one nftables table ``bvip_<address>`` (input hook), removed when the guard
+  ends, at stop, and at the next start. The peers are the param migrate_peers (addresses separated
+  by spaces) or $BALANCIER_CLUSTER_PEERS, which the cluster daemon sets to the other nodes'
+  addresses. Without the nft program the migration goes on unguarded (said in its output).
 - release_all(addresses): the daemon calls it at start-up with the addresses recorded in the
   state file by a previous run (read_state()), so a node that crashed while holding the VIP does
   not keep serving it next to the new holder (the split seen with keepalived after a SIGKILL).
@@ -29,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import json
 import os
@@ -48,6 +65,7 @@ from balancier.cluster.agents.base import (
     AgentResult,
     ResourceAgent,
 )
+from balancier.cluster.agents.vip_guard import guard_peers, set_guard
 from balancier.cluster.model import ResourceConfig
 
 ETH_P_ARP = 0x0806
@@ -112,6 +130,8 @@ class VipParams:
     label: str | None
     arp_bg: bool
     state_file: str | None
+    migrate_drain_ms: int = 500
+    migrate_guard_ms: int = 1000
 
 
 class ParamError(ValueError):
@@ -143,7 +163,9 @@ def parse_params(get: Any) -> VipParams:
     arp_bg = (get("arp_bg") or "true").strip().lower() in ("true", "yes", "1", "on")
     # the daemon names its node-wide state file in the environment (see cluster/watchdog.py)
     state_file = get("state_file") or os.environ.get("BALANCIER_VIP_STATE_FILE") or None
-    return VipParams(ip, prefix, nic, arp_count, arp_interval_ms, label, arp_bg, state_file)
+    drain = _int(get, "migrate_drain_ms", 500, 0, 60_000)
+    guard = _int(get, "migrate_guard_ms", 1000, 0, 60_000)
+    return VipParams(ip, prefix, nic, arp_count, arp_interval_ms, label, arp_bg, state_file, drain, guard)
 
 
 def _int(get: Any, name: str, default: int, low: int, high: int) -> int:
@@ -183,10 +205,12 @@ def route_nic(ipr: Any, ip: Address) -> str | None:
 
 
 def find_link(ipr: Any, nic: str) -> Any | None:
-    idx = ipr.link_lookup(ifname=nic)
-    if not idx:
+    """The link by name in one RTM_GETLINK request (link_lookup dumps every link: ~6 ms)."""
+    try:
+        links = ipr.link("get", ifname=nic)
+    except Exception:
         return None
-    return ipr.get_links(idx[0])[0]
+    return links[0] if links else None
 
 
 def has_address(ipr: Any, index: int, ip: Address) -> bool:
@@ -222,12 +246,24 @@ def del_address(ipr: Any, index: int, ip: Address, prefix: int) -> None:
 # --------------------------------------------------------------------------- announcements
 
 
+_PACKET: list[socket.socket] = []
+
+
+def _packet_socket() -> socket.socket:
+    """One send-only packet socket (protocol 0) for the life of the process, named interface per send.
+
+    Closing a packet socket waits for an RCU grace period (10-25 ms measured), and binding one to ETH_P_ARP
+    hooks it into the receive path: on a takeover's critical path, neither is affordable.
+    """
+    if not _PACKET:
+        _PACKET.append(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+    return _PACKET[0]
+
+
 def send_announcement(nic: str, ifindex: int, mac: bytes, ip: Address) -> None:
     """One gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) on nic."""
     if ip.version == 4:
-        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
-            s.bind((nic, ETH_P_ARP))
-            s.send(garp_frame(mac, str(ip)))
+        _packet_socket().sendto(garp_frame(mac, str(ip)), (nic, ETH_P_ARP))
         return
     with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
@@ -333,15 +369,19 @@ def start_sync(p: VipParams) -> tuple[AgentResult, _Held | None]:
         if not link["flags"] & IFF_UP:
             return AgentResult(OCF_ERR_INSTALLED, exit_reason=f"interface {nic} is down"), None
         index = link["index"]
-        already = has_address(ipr, index, p.ip)
-        if not already:
-            try:
-                add_address(ipr, index, p, nic)
-            except Exception as exc:
-                return AgentResult(OCF_ERR_GENERIC, exit_reason=f"adding {p.ip}/{p.prefix} to {nic}: {exc}"), None
-            if not has_address(ipr, index, p.ip):
-                return AgentResult(OCF_ERR_GENERIC, exit_reason=f"{p.ip} was added to {nic} but is not there"), None
         mac = mac_bytes(link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00")
+        already = False
+        try:
+            add_address(ipr, index, p, nic)
+        except Exception as exc:
+            if getattr(exc, "code", None) != errno.EEXIST:
+                return AgentResult(OCF_ERR_GENERIC, exit_reason=f"adding {p.ip}/{p.prefix} to {nic}: {exc}"), None
+            already = True
+        if p.arp_count:
+            # the first announcement right away: clients switch at it (the takeover's last step)
+            send_announcement_safe(nic, index, mac, p.ip)
+        if not has_address(ipr, index, p.ip):
+            return AgentResult(OCF_ERR_GENERIC, exit_reason=f"{p.ip} was added to {nic} but is not there"), None
     _record(p.state_file, VipAddress(str(p.ip), p.prefix, nic), True)
     what = "already on" if already else "added to"
     return AgentResult(OCF_SUCCESS, f"{p.ip}/{p.prefix} {what} {nic}; announcing it {p.arp_count} times"), \
@@ -390,6 +430,8 @@ class VipAgent(ResourceAgent):
     def __init__(self, resource: ResourceConfig) -> None:
         super().__init__(resource)
         self._announcer: asyncio.Task[int] | None = None
+        self._migrated_at: float | None = None  # monotonic time of the last migrate_to (the source drains)
+        self._guard: asyncio.Task[None] | None = None  # removes the migration guard when it ends
 
     def _params(self) -> VipParams | AgentResult:
         try:
@@ -401,10 +443,13 @@ class VipAgent(ResourceAgent):
         p = self._params()
         return p if isinstance(p, AgentResult) else AgentResult(OCF_SUCCESS)
 
-    async def start(self, timeout_ms: int = 20_000) -> AgentResult:
+    async def start(self, timeout_ms: int = 20_000, keep_guard: bool = False) -> AgentResult:
         p = self._params()
         if isinstance(p, AgentResult):
             return p
+        self._migrated_at = None
+        if not keep_guard:
+            await self._drop_guard(p)
         if os.geteuid() != 0:
             return AgentResult(OCF_ERR_PERM, exit_reason="adding an address needs root (CAP_NET_ADMIN)")
         # pyroute2's synchronous API runs its own event loop: keep it off ours.
@@ -412,8 +457,7 @@ class VipAgent(ResourceAgent):
         if held is None:
             return result
         self._cancel_announcer()
-        if p.arp_count:
-            send_announcement_safe(held.nic, held.index, held.mac, p.ip)
+        if p.arp_count:  # (the first one went out from start_sync, right after the address was added)
             if p.arp_count > 1:
                 rest = announce(held.nic, held.index, held.mac, p.ip, p.arp_count - 1, p.arp_interval_ms)
                 if p.arp_bg:
@@ -433,11 +477,53 @@ class VipAgent(ResourceAgent):
             self._announcer.cancel()
             self._announcer = None
 
+    async def migrate_to(self, timeout_ms: int = 20_000) -> AgentResult:
+        """The source of a live migration: the address stays (and serves) until the stop that follows."""
+        p = self._params()
+        if isinstance(p, AgentResult):
+            return p
+        held = await asyncio.to_thread(monitor_sync, p, False)
+        if held.rc != OCF_SUCCESS:
+            return AgentResult(OCF_ERR_GENERIC, exit_reason=f"cannot migrate: {held.exit_reason or held.output}")
+        self._migrated_at = asyncio.get_running_loop().time()
+        return AgentResult(OCF_SUCCESS, f"{p.ip} stays here until the target has announced it")
+
+    async def migrate_from(self, timeout_ms: int = 20_000) -> AgentResult:
+        """The target of a live migration: guard the connections of the source, then start (add + announce)."""
+        p = self._params()
+        if isinstance(p, AgentResult):
+            return p
+        note = ""
+        if p.migrate_guard_ms > 0 and os.geteuid() == 0:
+            peers = guard_peers(self.param)
+            why = await asyncio.to_thread(set_guard, p.ip, True, p.nic or "", peers)
+            note = f"; unguarded ({why})" if why else \
+                (f"; guarding the source's connections for {p.migrate_guard_ms} ms"
+                 + (f" (handed back to {' '.join(peers)})" if peers and p.nic else ""))
+        result = await self.start(timeout_ms, keep_guard=True)
+        if p.migrate_guard_ms > 0 and not note.startswith("; unguarded"):
+            self._guard = asyncio.ensure_future(_after_guard(p))
+        return AgentResult(result.rc, result.output + note, result.exit_reason, result.timed_out)
+
+    async def _drop_guard(self, p: VipParams) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+            await asyncio.to_thread(set_guard, p.ip, False)
+
     async def stop(self, timeout_ms: int = 20_000) -> AgentResult:
         self._cancel_announcer()
         p = self._params()
         if isinstance(p, AgentResult):
             return p
+        await self._drop_guard(p)
+        if self._migrated_at is not None:
+            # the source of a migration: let the replies of requests accepted before the target's announcement
+            # leave from the address before it goes (bounded by the stop's own timeout)
+            wait = self._migrated_at + p.migrate_drain_ms / 1000 - asyncio.get_running_loop().time()
+            self._migrated_at = None
+            if wait > 0:
+                await asyncio.sleep(min(wait, max(0.0, timeout_ms / 1000 - 1.0)))
         if os.geteuid() != 0:
             return AgentResult(OCF_ERR_PERM, exit_reason="removing an address needs root (CAP_NET_ADMIN)")
         return await asyncio.to_thread(stop_sync, p)
@@ -457,6 +543,11 @@ class VipAgent(ResourceAgent):
 def send_announcement_safe(nic: str, ifindex: int, mac: bytes, ip: Address) -> None:
     with contextlib.suppress(OSError):
         send_announcement(nic, ifindex, mac, ip)
+
+
+async def _after_guard(p: VipParams) -> None:
+    await asyncio.sleep(p.migrate_guard_ms / 1000)
+    await asyncio.to_thread(set_guard, p.ip, False)
 
 
 async def _after(delay_ms: int, work: Any) -> int:
