@@ -56,8 +56,17 @@ VIP_METADATA = _document(
                "background.", "boolean", "true"),
         _param("state_file", "State file", "A file recording the addresses held by this node, for clean-up "
                "at start-up after a crash."),
+        _param("migrate_drain_ms", "Drain after a migration", "Live migration (allow-migrate): the source "
+               "keeps the address this many milliseconds after migrate_to, so replies to requests it accepted "
+               "still leave from it.", "integer", "500"),
+        _param("migrate_guard_ms", "Guard after a migration", "Live migration: for this many milliseconds "
+               "after migrate_from, the target hands TCP segments of connections it does not know back to "
+               "the source (nftables dup), so they are not reset; 0 = off.", "integer", "1000"),
+        _param("migrate_peers", "Peer addresses", "Addresses of the other nodes (separated by spaces) that "
+               "the guard hands segments to (default: $BALANCIER_CLUSTER_PEERS)."),
     ],
     ['<action name="start" timeout="20s"/>', '<action name="stop" timeout="20s"/>',
+     '<action name="migrate_to" timeout="20s"/>', '<action name="migrate_from" timeout="20s"/>',
      '<action name="monitor" timeout="20s" interval="10s" depth="0"/>',
      '<action name="validate-all" timeout="20s"/>', '<action name="meta-data" timeout="5s"/>'],
 )

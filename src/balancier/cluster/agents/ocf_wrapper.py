@@ -7,8 +7,8 @@ script_text() (regenerate with `--write-scripts DIR`).
 
 Rules this file governs:
 - Actions: start, stop, monitor (a probe when CRM_meta_interval is 0 or unset), status (= monitor),
-  validate-all, meta-data, reload (proxy), usage. promote/demote/notify/migrate_to/migrate_from and
-  anything else: 3 (unimplemented), as OCF asks.
+  validate-all, meta-data, reload (proxy), migrate_to/migrate_from (vip: live migration, allow-migrate),
+  usage. promote/demote/notify and anything else: 3 (unimplemented), as OCF asks.
 - The result's output goes to stdout; its exit reason to stderr as `<OCF_EXIT_REASON_PREFIX><text>`.
 - The operation is bounded by CRM_meta_timeout (default 20 s).
 - Background work started by an action (the VIP's later announcements) is finished before exit:
@@ -63,7 +63,8 @@ async def perform(kind: str, action: str, env: Mapping[str, str]) -> AgentResult
     timeout_ms = _int_env(env, "OCF_RESKEY_CRM_meta_timeout", 20_000)
     interval_ms = _int_env(env, "OCF_RESKEY_CRM_meta_interval", 0)
     op = {"status": "monitor", "validate-all": "validate"}.get(action, action)
-    if op not in ("start", "stop", "monitor", "validate", "meta-data") and not (op == "reload" and kind == "proxy"):
+    if op not in ("start", "stop", "monitor", "validate", "meta-data") and not (op == "reload" and kind == "proxy") \
+            and not (op in ("migrate_to", "migrate_from") and kind == "vip"):
         return AgentResult(OCF_ERR_UNIMPLEMENTED, exit_reason=f"action {action!r} is not implemented")
     try:
         result = await asyncio.wait_for(agent.run(op, timeout_ms, interval_ms), timeout_ms / 1000)
@@ -77,7 +78,7 @@ async def perform(kind: str, action: str, env: Mapping[str, str]) -> AgentResult
 
 def script_text(kind: str) -> str:
     """The OCF script for `kind`: POSIX shell, meta-data embedded, everything else handed to Python."""
-    reload = "|reload" if kind == "proxy" else ""
+    reload = "|reload" if kind == "proxy" else "|migrate_to|migrate_from"
     return (
         "#!/bin/sh\n"
         f"# OCF resource agent balancier-{kind}: balancier's built-in `balancier:{kind}` agent for Pacemaker.\n"
