@@ -48,6 +48,8 @@ def config(ports: dict[str, int], b: dict[str, Backend]) -> str:
     return f"""
 global
     maxconn 4096
+    # one worker: the exact server sequence is compared with haproxy's, and each worker has its own FWRR cycle
+    nbthread 1
 
 defaults
     mode http

@@ -159,6 +159,8 @@ def test_cookie_flags_in_httplog_match_haproxy(mode, backend_factory, proxy_fact
             proxy_factory(f"""
 global
     log {rcv.address} local3
+    # one worker: the server sequence is compared with haproxy's, and each worker has its own FWRR cycle
+    nbthread 1
 defaults
     log global
     mode http

@@ -46,7 +46,8 @@ def test_roundrobin_sequence_770_requests(proxy_factory, backend_factory) -> Non
         f"listen web\n    bind 127.0.0.1:{port}\n    balance roundrobin\n"
         f"    server ents3 {b3.address} weight 256\n"
         f"    server ents2 {b2.address} weight 128\n"
-        f"    server ents1 {b1.address} weight 1\n"))
+        f"    server ents1 {b1.address} weight 1\n",
+        glob="    nbthread 1\n"))  # one worker: an exact sequence (each worker has its own FWRR cycle)
     seq = []
     with RawConnection("127.0.0.1", port) as c:
         for _ in range(770):
@@ -250,7 +251,8 @@ def test_frontend_backend_sections(proxy_factory, backend_factory) -> None:
     port = free_port()
     proxy_factory(_cfg(
         f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
-        f"backend be\n    balance roundrobin\n    server a {b1.address}\n    server b {b2.address}\n"))
+        f"backend be\n    balance roundrobin\n    server a {b1.address}\n    server b {b2.address}\n",
+        glob="    nbthread 1\n"))  # one worker: an exact sequence (each worker has its own FWRR cycle)
     served = [_get(port).header("X-Served-By") for _ in range(4)]
     assert served == ["a", "b", "a", "b"]
 

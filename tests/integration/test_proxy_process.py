@@ -161,12 +161,13 @@ def test_daemon_reports_bind_failure(tmp_path: Path) -> None:
         holder.close()
 
 
-def test_multiple_workers_refused(tmp_path: Path) -> None:
+def test_invalid_worker_count_refused(tmp_path: Path) -> None:
+    # several workers are supported (tests/integration/test_workers.py); a count out of 1..64 is refused
     cfg = tmp_path / "w.cfg"
     cfg.write_text(_cfg(f"listen web\n    bind 127.0.0.1:{free_port()}\n    server s 127.0.0.1:1\n"))
-    res = _balancier("-db", "-j", "2", "-f", str(cfg))
+    res = _balancier("-db", "-j", "0", "-f", str(cfg))
     assert res.returncode == 1
-    assert "multiple workers not implemented yet" in res.stderr
+    assert "invalid number of workers" in res.stderr
 
 
 def test_sf_reload_hands_over(proxy_factory, backend_factory) -> None:

@@ -38,6 +38,8 @@ def seed(proxy_factory, backend_factory, syslog_receiver):
         backends[name] = b
         text = text.replace(f"111.112.113.{last}:80", b.address)
     assert "111.112.113" not in text
+    # one worker: the tests compare exact FWRR sequences, and each worker has its own cycle
+    text = text.replace("global\n", "global\n    nbthread 1\n", 1)
     proxy = proxy_factory(text)
     return proxy, port, backends, syslog_receiver
 

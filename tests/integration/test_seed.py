@@ -127,7 +127,9 @@ def seed(request: pytest.FixtureRequest) -> Iterator[Deployment]:
             backends[name] = Backend(name, f"127.0.1.{last[1:]}")
         port = free_port(BALANCER)
         text = SEED.read_text() if impl == "balancier" else MODERN_SEED
-        proxy = start_proxy(map_seed(text, port, syslog, backends), impl)
+        # one worker: the test counts the exact 512/256/2 split, and each worker has its own FWRR cycle
+        mapped = map_seed(text, port, syslog, backends).replace("global\n", "global\n    nbthread 1\n", 1)
+        proxy = start_proxy(mapped, impl)
         yield Deployment(impl, port, proxy, syslog, backends)
     finally:
         if proxy is not None:

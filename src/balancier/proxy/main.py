@@ -1,9 +1,11 @@
 """`balancier proxy`: load the configuration, bind, daemonize, drop privileges, serve until a signal.
 
 Rules (HAProxy §15):
-- `-c` only checks the configuration (`config.run_check`). Otherwise: load (warnings to stderr as
-  `[WARNING] file:line: msg`; an invalid file exits 1), refuse what is not implemented yet with a clear message
-  (several workers: `-W`, `-j N>1`, `nbthread > 1`), bind every listener (errors exit 1), daemonize
+- `-c` only checks the configuration (`config.run_check`). `reload` asks a running master to reload
+  (master.reload_command). Otherwise: load (warnings to stderr as `[WARNING] file:line: msg`; an invalid file
+  exits 1), then choose the process model: several workers (`-j N`, else `nbthread N`, else the number of
+  available CPUs) or `-W` run under a master (master.py, workers.py); exactly one worker without `-W` is the
+  single process below: bind every listener (errors exit 1), daemonize
   (`daemon`/`-D`, unless `-d`/`-db`), write the pidfile, build the runtime, `chroot`, drop to gid/uid, signal older
   processes (`-sf`/`-st`), then serve.
 - The event loop is uvloop when importable, else asyncio's (logged once on stderr).
@@ -53,6 +55,13 @@ def _new_loop(debug: bool) -> asyncio.AbstractEventLoop:
 def run(args: argparse.Namespace) -> int:
     from balancier.proxy.config import ConfigError, load, run_check
 
+    if getattr(args, "action", None) == "reload":
+        from balancier.proxy.master import reload_command
+
+        return reload_command(args)
+    if not args.files:
+        _say("ALERT", "no configuration file: use -f FILE")
+        return 2
     if args.check:
         return int(run_check(args.files, args.quiet, sys.stdout))
     try:
@@ -80,13 +89,13 @@ def _serve(args: argparse.Namespace, config: Any) -> int:
     from balancier.proxy.listener import Listener
 
     g = config.global_
-    workers = args.workers if args.workers is not None else 1
-    if args.master_worker:
-        raise StartError("master-worker mode (-W) is not implemented yet")
-    if workers > 1 or (g.nbthread or 1) > 1:
-        raise StartError("multiple workers not implemented yet (use -j 1 / nbthread 1)")
-    if workers < 1:
-        raise StartError(f"invalid number of workers: {workers}")
+    from balancier.proxy.master import default_workers, serve_master
+
+    workers = args.workers if args.workers is not None else (g.nbthread or default_workers())
+    if workers < 1 or workers > 64:
+        raise StartError(f"invalid number of workers: {workers} (1 to 64)")
+    if workers > 1 or args.master_worker or getattr(args, "master_socket", None):
+        return serve_master(args, config, workers)
     listeners: dict[str, list[Listener]] = {}
     all_listeners: list[Listener] = []
     maxconn_global = g.maxconn
@@ -213,8 +222,7 @@ def _run_process(args: argparse.Namespace, config: Any, listeners: dict[str, Any
         code = loop.run_until_complete(rt.done)
         for server in stats_servers:
             loop.run_until_complete(server.stop())
-        # let closing transports flush
-        loop.run_until_complete(asyncio.sleep(0.05))
+        loop.run_until_complete(rt.finish())  # late accepts are served, closing transports flush
         return int(code)
     except StartError as e:
         if d is not None:

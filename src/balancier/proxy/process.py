@@ -16,6 +16,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import resource
 import signal
 import sys
 from collections.abc import Iterable
@@ -115,6 +116,16 @@ class Daemon:
         if devnull > 2:
             os.close(devnull)
 
+    def forget(self) -> None:
+        """In a process forked from the daemon (a worker): close our copy of the readiness pipe, so the launcher
+        sees its end when the daemon says its word."""
+        if self._wfd is not None:
+            try:
+                os.close(self._wfd)
+            except OSError:
+                pass
+            self._wfd = None
+
     def ready(self) -> None:
         self._say(b"ok\n")
 
@@ -149,8 +160,6 @@ def signal_old_processes(soft: Iterable[int], hard: Iterable[int]) -> list[str]:
 
 def default_maxconn() -> int:
     """HAProxy 2.x derives the global maxconn from the file-descriptor limit: two fds per proxied connection."""
-    import resource
-
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 4096

@@ -43,7 +43,7 @@ def limit(server: Server) -> int:
 
 def has_room(server: Server) -> bool:
     lim = limit(server)
-    return lim == 0 or server.served < lim
+    return lim == 0 or server.occupancy < lim  # occupancy: `served` summed over the worker processes
 
 
 def enqueue(waiter: Waiter, now: float, backend: Backend, server: Server | None) -> Pending:

@@ -10,7 +10,13 @@ Rules:
   slipped in past the limit (several accepts per loop turn) is parked unread until a slot frees.
 - Soft stop (SIGUSR1): listeners close, idle connections close, busy ones finish their current response (with
   `Connection: close`) and the process exits when the last one is gone, or at `hard-stop-after`. Hard stop
-  (SIGTERM/SIGINT): everything closes now. Both end with exit code 0.
+  (SIGTERM/SIGINT): everything closes now. Both end with exit code 0. The soft stop of a reload
+  (`soft_stop(close_idle=False)`, HAProxy's `idle-close-on-response`) leaves idle keep-alive connections open: each
+  one's next request is answered with `Connection: close`, and one that stays silent closes at its keep-alive
+  timeout, so a client never sees an idle connection closed under a request it is sending.
+- One worker among several (`WorkerRole`): the global and frontend `maxconn` are shared out exactly (worker i gets
+  `total // n`, plus one while `i < total % n`; a worker whose share is 0 never accepts on that frontend, the
+  others do); a server's `maxconn` is counted across the workers (servers.py `gserved`). Only the state owner (worker 0) runs health checks; the others receive the states.
 """
 
 from __future__ import annotations
@@ -93,7 +99,8 @@ class FrontendRt(Counters):
         self.cfg = cfg
         self.name = cfg.name
         self.log_name = cfg.name
-        self.maxconn = maxconn
+        self.maxconn = maxconn  # this process's limit (a worker's share of the configured one)
+        self.slim = maxconn  # the configured limit, as the stats show it
         self.feconn = 0
         self.smax = 0  # highest feconn seen (stats column 5)
         self.listeners: list[Listener] = []
@@ -178,17 +185,41 @@ class Route:
         return value
 
 
+class WorkerRole:
+    """Which worker this runtime is: index among count; the owner (index 0) runs the checks."""
+
+    __slots__ = ("index", "count")
+
+    def __init__(self, index: int, count: int) -> None:
+        self.index = index
+        self.count = count
+
+    @property
+    def owner(self) -> bool:
+        return self.index == 0
+
+    def share(self, total: int) -> int:
+        """This worker's exact share of a limit (the shares add up to ``total``)."""
+        base, extra = divmod(total, self.count)
+        return base + (1 if self.index < extra else 0)
+
+
+
 class Runtime:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop, listeners: dict[str, list[Listener]],
-                 debug: bool = False) -> None:
+                 debug: bool = False, role: WorkerRole | None = None) -> None:
         self.config = config
         self.loop = loop
         self.debug = debug
+        self.role = role
         g = config.global_
         self.bufsize = g.bufsize
         self.maxconn = g.maxconn or default_maxconn()
+        if role is not None and role.count > 1:
+            self.maxconn = role.share(self.maxconn)
         self.actconn = 0
         self.stopping = False
+        self.hard = False  # a hard stop: nothing is waited for
         self.sweeper = Sweeper(loop)
         self.pool = Pool()
         self.streams: set[Any] = set()
@@ -207,7 +238,11 @@ class Runtime:
         self.routes: list[Route] = []
         self._global_logger = Logger(global_logs, tag) if global_logs else None
         for p in config.frontends:
-            fe = FrontendRt(p, p.maxconn or self.maxconn, self.loggers[p.name], debug)
+            fe_max = p.maxconn or g.maxconn or default_maxconn()
+            if role is not None and role.count > 1:
+                fe_max = role.share(fe_max)
+            fe = FrontendRt(p, fe_max, self.loggers[p.name], debug)
+            fe.slim = p.maxconn or g.maxconn or default_maxconn()  # the configured limit, shown by the stats
             fe.listeners = listeners.get(p.name, [])
             be_cfg = config.backend_for(p)
             if be_cfg is None:
@@ -220,7 +255,7 @@ class Runtime:
         # HAProxy's default fullconn: 10% of the summed maxconn of the frontends that route to the backend
         for be in self.backends.values():
             if not be.cfg.fullconn:
-                total = sum(r.fe.maxconn for r in self.routes if r.be is be)
+                total = sum(r.fe.slim for r in self.routes if r.be is be)  # configured limits, not a worker's
                 be.backend.fullconn = max(1, total // 10) if total else 0
 
     def serves_stats(self) -> bool:
@@ -251,7 +286,10 @@ class Runtime:
             be.backend.subscribe(_queue_keeper(be))
         self.sweeper.start()
         self.loop.call_later(1.0, self._purge)
-        self._start_checker()
+        if self.role is None or self.role.owner:
+            self._start_checker()
+        if any(fe.maxconn <= 0 for fe in self.frontends):
+            self._update_listeners()  # a worker whose share of a frontend's maxconn is 0 does not accept there
 
     def _start_checker(self) -> None:
         if not any(s.cfg.check for be in self.backends.values() for s in be.backend.servers):
@@ -275,7 +313,12 @@ class Runtime:
     def accept(self, s: Any) -> bool:
         self.streams.add(s)
         fe = s.route.fe
-        if self.parked or self.actconn >= self.maxconn or fe.feconn >= fe.maxconn or self.stopping:
+        if self.stopping:
+            # accepted in the same loop turn as the stop: serve it (its answer says Connection: close); parking it
+            # would leave the client waiting for a slot that never frees
+            self._count_in(s)
+            return True
+        if self.parked or self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
             s.counted = False
             self.parked.append(s)
             self._update_listeners()
@@ -341,7 +384,7 @@ class Runtime:
                     lst.resume()
 
     # ------------------------------------------------------------------ stops
-    def soft_stop(self) -> None:
+    def soft_stop(self, close_idle: bool = True) -> None:
         if self.stopping:
             return
         self.stopping = True
@@ -355,17 +398,44 @@ class Runtime:
                 lg = self.loggers.get(fe.name)
                 if lg is not None:
                     lg.log(WARNING, msg)
-        for s in list(self.streams):
-            s.soft_stop()
+        if close_idle:
+            for s in list(self.streams):
+                s.soft_stop()
+        else:
+            for s in list(self.streams):
+                if s.route.mode != "http":
+                    s.soft_stop()  # TCP streams: only parked/queued ones close; the rest finish by themselves
         self.pool.close_all()
         hsa = self.config.global_.hard_stop_after
         if hsa:
-            self._hard_timer = self.loop.call_later(hsa / 1000.0, self.hard_stop)
+            self._hard_timer = self.loop.call_later(hsa / 1000.0, self._hard_stop_after)
         if not self.streams:
             self._set_done()
 
+    async def finish(self) -> None:
+        """After `done`: serve the connections the loop had already accepted when the listeners closed (their
+        `connection_made` comes later in the same turn), so that none is cut by the process exit; bounded by
+        `hard-stop-after` (10 s without it)."""
+        hsa = self.config.global_.hard_stop_after
+        end = self.loop.time() + (hsa / 1000.0 if hsa else 10.0)
+        await asyncio.sleep(0.05)  # let closing transports flush, and late accepts show up
+        while self.streams and self.loop.time() < end and not self.hard:
+            await asyncio.sleep(0.02)
+        if self.streams:
+            self.hard_stop()
+            await asyncio.sleep(0.01)
+
+    def _hard_stop_after(self) -> None:
+        self._hard_timer = None
+        phases = collections.Counter(f"{s.route.mode}:{getattr(s, 'phase', '?')}" for s in self.streams)
+        detail = ", ".join(f"{k} x{n}" for k, n in sorted(phases.items()))
+        write_stderr("WARNING", f"hard-stop-after expired: closing {len(self.streams)} connections still open"
+                                f"{' (' + detail + ')' if detail else ''}")
+        self.hard_stop()
+
     def hard_stop(self) -> None:
         self.stopping = True
+        self.hard = True
         for fe in self.frontends:
             for lst in fe.listeners:
                 lst.close()

@@ -499,15 +499,26 @@ def hooks_for_runtime(rt: Any) -> RuntimeHooks:
     return RuntimeHooks(sessions=sessions, shutdown_sessions=shutdown)
 
 
-def info_for_runtime(rt: Any, started_wall: float, started_mono: float, version: str) -> Callable[[], ProcessInfo]:
-    """An info provider reading the Runtime's admission counters."""
+def info_for_runtime(rt: Any, started_wall: float, started_mono: float, version: str,
+                     view: StatsView | None = None, nbthread: int = 1) -> Callable[[], ProcessInfo]:
+    """An info provider reading the Runtime's admission counters; with a ``view``, the connection and request
+    counts are summed over every worker (``view.totals``), and ``Nbthread`` says how many workers there are."""
+
+    # the configured limit, not one worker's share of it
+    maxconn = rt.maxconn if nbthread <= 1 else (rt.config.global_.maxconn or rt.maxconn * nbthread)
 
     def provide() -> ProcessInfo:
         fes = list(rt.frontends)
+        if view is not None and nbthread > 1:
+            tots = [view.totals(fe) for fe in fes]
+            cur, cum_conns, cum_req = (sum(t.feconn for t in tots), sum(t.stot for t in tots),
+                                       sum(t.req_tot for t in tots))
+        else:
+            cur, cum_conns, cum_req = rt.actconn, sum(fe.stot for fe in fes), sum(fe.req_tot for fe in fes)
         return ProcessInfo(
             pid=os.getpid(), start_time=started_wall, uptime=time.monotonic() - started_mono, version=version,
-            maxconn=rt.maxconn, hard_maxconn=rt.maxconn, curr_conns=rt.actconn,
-            cum_conns=sum(fe.stot for fe in fes), cum_req=sum(fe.req_tot for fe in fes), stopping=rt.stopping,
+            nbthread=nbthread, maxconn=maxconn, hard_maxconn=maxconn, curr_conns=cur,
+            cum_conns=cum_conns, cum_req=cum_req, stopping=rt.stopping,
             jobs=len(rt.streams), listeners=sum(len(fe.listeners) for fe in fes),
         )
 

@@ -15,6 +15,10 @@ Rules (spec/haproxy.md §4.1, §6, §7, §9):
   each request it sends to a server (they also reposition leastconn keys). ``source`` returns the hashed server even
   when it is saturated (HAProxy queues on it); check ``server.saturated``.
 - ``served``, the queues and the traffic counters are plain attributes the stream code updates.
+- With several worker processes, a server with a ``maxconn`` gets ``gserved`` (sharedstate.SharedServed): every
+  ``acquire``/``release`` publishes this worker's ``served`` there, and ``saturated``/``occupancy`` read the sum
+  over the workers, so the limit holds for the whole proxy (a slot freed by another worker is noticed by the
+  worker's queue poller, workers.py).
 
 Public API:
     Server: cfg backend name addr sid uweight admin op health hstate check_enabled served queue
@@ -74,7 +78,7 @@ class Counters:
 class Server(Counters):
     __slots__ = ("cfg", "backend", "name", "addr", "sid", "uweight", "admin", "op", "hstate", "check_enabled",
                  "served", "queue", "lastchg", "check_status", "check_code", "check_info", "check_duration",
-                 "__weakref__")
+                 "gserved", "__weakref__")
 
     def __init__(self, cfg: ServerConfig, backend: Backend, sid: int, now: float) -> None:
         super().__init__()
@@ -92,6 +96,7 @@ class Server(Counters):
         # `disable health` / `enable health` at run time: the checker skips a server whose checks are disabled.
         self.check_enabled = cfg.check
         self.served = 0
+        self.gserved: Any = None  # sharedstate.SharedServed with several workers and a maxconn
         self.queue: collections.deque[Any] = collections.deque()
         self.lastchg = now
         self.check_status = ""  # L4OK, L4CON, L7STS, ... ('' before the first check)
@@ -127,10 +132,19 @@ class Server(Counters):
         return max(minconn, be.beconn * maxconn // be.fullconn, 1)
 
     @property
+    def occupancy(self) -> int:
+        """Connections the server serves for the whole proxy (every worker), compared with its limit."""
+        g = self.gserved
+        return self.served if g is None else g.total()
+
+    @property
     def saturated(self) -> bool:
         if not self.cfg.maxconn:
             return False
-        return bool(self.queue) or self.served >= self.dyn_maxconn
+        if self.queue:
+            return True
+        g = self.gserved
+        return (self.served if g is None else g.total()) >= self.dyn_maxconn
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,12 +218,16 @@ class Backend(Counters):
 
     def acquire(self, s: Server) -> None:
         s.served += 1
+        if s.gserved is not None:
+            s.gserved.set(s.served)
         if self._keyed:
             self._group(s).served_changed(s)
 
     def release(self, s: Server) -> None:
         if s.served > 0:
             s.served -= 1
+        if s.gserved is not None:
+            s.gserved.set(s.served)
         if self._keyed:
             self._group(s).served_changed(s)
 

@@ -21,6 +21,10 @@ Rules (spec/haproxy.md §14, §6; checked field by field against HAProxy 2.6):
   use); ``act``/``bck``: usable servers of each group.
 - ``typed`` and ``json`` carry the non-empty fields 0..102 with HAProxy's tags (origin, nature, scope) and types.
 - ``show servers state``: format version line ``1``, the ``#`` header, one space-separated line per server.
+- Counters and gauges are read through ``view.totals(obj)``: the object's own values in one process, the sum over
+  every worker's shared-memory slot with several workers (sharedstate.py; other workers' figures are at most
+  ``sharedstate.PUBLISH_INTERVAL`` old). States (status, weight, checks) are the local objects': every worker holds
+  the same states. ``slim`` is the configured frontend limit (a worker's own share is internal).
 - Downtime and the backend's ``chkdown`` are not kept by the data plane; :class:`StatsView` follows server events
   to count them, so it is built when the backends are (before the first state change).
 
@@ -47,6 +51,7 @@ from typing import Any, Protocol
 
 from balancier.proxy.config.model import Proxy
 from balancier.proxy.servers import Backend, Server, ServerEvent
+from balancier.proxy.sharedstate import live_totals
 
 TYPE_FE, TYPE_BE, TYPE_SV = 1, 2, 4
 TYPE_ALL = TYPE_FE | TYPE_BE | TYPE_SV
@@ -204,6 +209,8 @@ class StatsView:
         self.clock = clock
         self.wall = wall
         self.process_num = process_num
+        # counters of an object summed over the workers (sharedstate.CounterSlot.totals when there are several)
+        self.totals: Callable[[Any], Any] = live_totals
         if proxies is None:
             seen: dict[str, Proxy] = {}
             for cfg in [*(fe.cfg for fe in self.frontends), *(be.cfg for be in self.backends)]:
@@ -284,20 +291,22 @@ def _hrsp(obj: Any, row: Row) -> None:
 
 def frontend_row(view: StatsView, fe: FrontendLike) -> Row:
     cfg = fe.cfg
+    c = view.totals(fe)
+    slim = getattr(fe, "slim", fe.maxconn)
     if getattr(fe, "disabled", False):
         status = "STOP"
-    elif fe.maxconn and fe.feconn >= fe.maxconn:
+    elif slim and c.feconn >= slim:
         status = "FULL"
     else:
         status = "OPEN"
-    row: Row = {0: fe.name, 1: "FRONTEND", 4: fe.feconn, 5: getattr(fe, "smax", fe.feconn), 6: fe.maxconn,
-                7: fe.stot, 8: fe.bin, 9: fe.bout, 10: fe.dreq, 11: fe.dresp, 12: fe.ereq, 17: status,
+    row: Row = {0: fe.name, 1: "FRONTEND", 4: c.feconn, 5: c.smax, 6: slim,
+                7: c.stot, 8: c.bin, 9: c.bout, 10: c.dreq, 11: c.dresp, 12: c.ereq, 17: status,
                 26: view.process_num, 27: view.proxy_ids.get(fe.name, 0), 28: 0, 32: 0, 33: 0, 34: 0, 35: 0,
-                46: 0, 47: 0, 48: fe.req_tot, 51: 0, 52: 0, 53: 0, 54: 0, 75: cfg.mode, 77: 0, 78: 0,
-                79: fe.stot, 81: 0, 82: 0, 83: 0, 94: 0}
+                46: 0, 47: 0, 48: c.req_tot, 51: 0, 52: 0, 53: 0, 54: 0, 75: cfg.mode, 77: 0, 78: 0,
+                79: c.stot, 81: 0, 82: 0, 83: 0, 94: 0}
     if cfg.mode == "http":
-        _hrsp(fe, row)
-        row.update({80: getattr(fe, "intercepted", 0), 86: 0, 87: 0})
+        _hrsp(c, row)
+        row.update({80: c.intercepted, 86: 0, 87: 0})
     return row
 
 
@@ -305,22 +314,23 @@ def server_row(view: StatsView, s: Server, legends: bool) -> Row:
     be = s.backend
     cfg = s.cfg
     now = view.clock()
-    row: Row = {0: be.name, 1: s.name, 2: len(s.queue), 3: getattr(s, "qmax", len(s.queue)), 4: s.served,
-                5: getattr(s, "smax", s.served), 6: cfg.maxconn or None, 7: s.stot, 8: s.bin, 9: s.bout,
-                11: s.dresp, 13: s.econ, 14: s.eresp, 15: s.wretr, 16: s.wredis, 17: server_status(s),
+    c = view.totals(s)
+    row: Row = {0: be.name, 1: s.name, 2: c.qcur, 3: c.qmax, 4: c.served,
+                5: c.smax, 6: getattr(s, "slim", cfg.maxconn) or None, 7: c.stot, 8: c.bin, 9: c.bout,
+                11: c.dresp, 13: c.econ, 14: c.eresp, 15: c.wretr, 16: c.wredis, 17: server_status(s),
                 18: s.uweight, 19: 0 if s.is_backup else 1, 20: 1 if s.is_backup else 0,
                 23: max(0, int(now - s.lastchg)), 25: cfg.maxqueue or None, 26: view.process_num,
-                27: view.proxy_ids.get(be.name, 0), 28: s.sid, 30: getattr(s, "lbtot", 0), 32: 2, 33: 0, 35: 0,
-                49: s.cli_abrt, 50: s.srv_abrt, 55: -1, 58: 0, 59: 0, 60: 0, 61: 0, 75: be.cfg.mode, 83: 0,
-                84: getattr(s, "connect", 0), 85: getattr(s, "reuse", 0), 88: 0, 90: 0, 91: 0, 92: 0, 93: 0,
+                27: view.proxy_ids.get(be.name, 0), 28: s.sid, 30: c.lbtot, 32: 2, 33: 0, 35: 0,
+                49: c.cli_abrt, 50: c.srv_abrt, 55: -1, 58: 0, 59: 0, 60: 0, 61: 0, 75: be.cfg.mode, 83: 0,
+                84: c.connect, 85: c.reuse, 88: 0, 90: 0, 91: 0, 92: 0, 93: 0,
                 94: 0, 95: 0, 96: 0, 97: 0, 98: 0, 99: s.uweight}
     if be.cfg.mode == "http":
-        _hrsp(s, row)
-        row[48] = s.req_tot
+        _hrsp(c, row)
+        row[48] = c.req_tot
     if check_enabled(s):
         hs = s.hstate
         assert hs is not None
-        row.update({21: s.chkfail, 22: s.chkdown, 24: view.server_downtime(s)})
+        row.update({21: c.chkfail, 22: c.chkdown, 24: view.server_downtime(s)})
         if s.admin != "maint":  # checks are paused in maintenance: no check details then
             status = s.check_status or "INI"
             row.update({36: status, 38: s.check_duration, 56: s.check_info or None, 65: REASONS.get(status, status),
@@ -339,19 +349,20 @@ def backend_row(view: StatsView, be: Backend, legends: bool) -> Row:
     act, bck = be.usable_counts()
     weight = sum(s.uweight for s in group_in_use(be))
     downtime, downs = view.backend_downtime(be)
-    row: Row = {0: be.name, 1: "BACKEND", 2: len(be.queue), 3: getattr(be, "qmax", len(be.queue)), 4: be.beconn,
-                5: getattr(be, "smax", be.beconn), 6: be.fullconn, 7: be.stot, 8: be.bin, 9: be.bout, 10: be.dreq,
-                11: be.dresp, 13: be.econ, 14: be.eresp, 15: be.wretr, 16: be.wredis,
+    c = view.totals(be)
+    row: Row = {0: be.name, 1: "BACKEND", 2: c.qcur, 3: c.qmax, 4: c.beconn,
+                5: c.smax, 6: be.fullconn, 7: c.stot, 8: c.bin, 9: c.bout, 10: c.dreq,
+                11: c.dresp, 13: c.econ, 14: c.eresp, 15: c.wretr, 16: c.wredis,
                 17: "UP" if be.has_usable() else "DOWN", 18: weight, 19: act, 20: bck, 22: downs,
                 23: max(0, int(now - be.lastchg)), 24: downtime, 26: view.process_num,
-                27: view.proxy_ids.get(be.name, 0), 28: 0, 30: getattr(be, "lbtot", 0), 32: 1, 33: 0, 35: 0,
-                49: be.cli_abrt, 50: be.srv_abrt, 51: 0, 52: 0, 53: 0, 54: 0, 55: -1, 58: 0, 59: 0, 60: 0, 61: 0,
+                27: view.proxy_ids.get(be.name, 0), 28: 0, 30: c.lbtot, 32: 1, 33: 0, 35: 0,
+                49: c.cli_abrt, 50: c.srv_abrt, 51: 0, 52: 0, 53: 0, 54: 0, 55: -1, 58: 0, 59: 0, 60: 0, 61: 0,
                 75: be.cfg.mode,
-                76: be.cfg.balance.algorithm, 83: 0, 84: getattr(be, "connect", 0), 85: getattr(be, "reuse", 0),
+                76: be.cfg.balance.algorithm, 83: 0, 84: c.connect, 85: c.reuse,
                 90: 0, 91: 0, 92: 0, 93: 0, 94: 0, 99: weight, 100: 0, 101: 0, 102: 0}
     if be.cfg.mode == "http":
-        _hrsp(be, row)
-        row.update({48: be.req_tot, 86: 0, 87: 0})
+        _hrsp(c, row)
+        row.update({48: c.req_tot, 86: 0, 87: 0})
     if legends and be.cfg.cookie is not None:
         row[74] = be.cfg.cookie.name
     return row

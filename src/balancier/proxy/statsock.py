@@ -12,8 +12,13 @@ Rules (spec/haproxy.md §14):
 - ``timeout`` (``stats timeout``, default 10 s) closes an idle connection; ``maxconn`` (``stats maxconn``, default
   10) connections at most: extra ones are closed at once. A line longer than ``MAX_LINE`` closes the connection.
 
+- With several workers the master binds the socket (``bind_listening``) before forking, and the state owner
+  serves it (``StatsSocketServer(..., sock=s)``): the socket outlives a worker and a reload that keeps its
+  address, and only the master removes the path, when it stops.
+
 Public API:
-    StatsSocketServer(path_or_addr, mode=0o600, level="admin", api, *, timeout=10.0, maxconn=10)
+    bind_listening(path_or_addr, mode=0o600) -> socket.socket (bound, listening, non-blocking)
+    StatsSocketServer(path_or_addr, mode=0o600, level="admin", api, *, timeout=10.0, maxconn=10, sock=None)
         async start(); async stop(); .address (path, or (host, port) once bound); .connections
     parse_address(text) -> ("unix", path) | ("tcp", (host, port))
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import stat as stat_mod
 from typing import Any, cast
 
@@ -134,9 +140,48 @@ class _CliProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+def bind_listening(path_or_addr: str, mode: int | None = 0o600) -> socket.socket:
+    """A listening stats socket made outside any event loop (by the master, before the workers exist)."""
+    kind, target = parse_address(path_or_addr)
+    if kind == "unix":
+        path = str(target)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(tmp)
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.rename(tmp, path)
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    else:
+        host, port = target
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
+    sock.setblocking(False)
+    return sock
+
+
 class StatsSocketServer:
     def __init__(self, path_or_addr: str, mode: int | None = 0o600, level: str = "operator",
-                 api: RuntimeApi | None = None, *, timeout: float = 10.0, maxconn: int = 10) -> None:
+                 api: RuntimeApi | None = None, *, timeout: float = 10.0, maxconn: int = 10,
+                 sock: socket.socket | None = None) -> None:
         if api is None:
             raise ValueError("StatsSocketServer needs a RuntimeApi")
         if level not in LEVELS:
@@ -151,9 +196,19 @@ class StatsSocketServer:
         self._server: asyncio.AbstractServer | None = None
         self._inode: tuple[int, int] | None = None
         self.address: Any = self.target
+        self._sock = sock
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self._sock is not None:  # bound by the master: serve a duplicate, the original stays with the master
+            dup = socket.socket(fileno=os.dup(self._sock.fileno()))
+            dup.setblocking(False)
+            if self.kind == "unix":
+                self._server = await loop.create_unix_server(lambda: _CliProtocol(self), sock=dup)
+            else:
+                self._server = await loop.create_server(lambda: _CliProtocol(self), sock=dup)
+                self.address = dup.getsockname()[:2]
+            return
         if self.kind == "unix":
             path = str(self.target)
             tmp = f"{path}.{os.getpid()}.tmp"

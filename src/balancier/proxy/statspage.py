@@ -460,6 +460,10 @@ def render_prometheus(view: StatsView, info: ProcessInfo) -> str:
     fes = [fe for n in view.order if (fe := view.frontend(n)) is not None]
     bes = [be for n in view.order if (be := view.backend(n)) is not None]
     srvs = [s for be in bes for s in be.servers]
+    tot = {id(o): view.totals(o) for o in [*fes, *bes, *srvs]}  # counters summed over the workers
+
+    def t(o: Any) -> Any:
+        return tot[id(o)]
 
     def fl(fe: Any) -> tuple[tuple[str, str], ...]:
         return (("proxy", fe.name),)
@@ -467,36 +471,36 @@ def render_prometheus(view: StatsView, info: ProcessInfo) -> str:
     def sl(s: Server) -> tuple[tuple[str, str], ...]:
         return (("proxy", s.backend.name), ("server", s.name))
 
-    f.family("frontend_current_sessions", _H_SESS, g, [(fl(x), x.feconn) for x in fes])
-    f.family("frontend_max_sessions", _H_MAXS, g, [(fl(x), getattr(x, "smax", x.feconn)) for x in fes])
-    f.family("frontend_limit_sessions", _H_LIM, g, [(fl(x), x.maxconn) for x in fes])
-    f.family("frontend_sessions_total", _H_STOT, c, [(fl(x), x.stot) for x in fes])
-    f.family("frontend_bytes_in_total", _H_BIN, c, [(fl(x), x.bin) for x in fes])
-    f.family("frontend_bytes_out_total", _H_BOUT, c, [(fl(x), x.bout) for x in fes])
+    f.family("frontend_current_sessions", _H_SESS, g, [(fl(x), t(x).feconn) for x in fes])
+    f.family("frontend_max_sessions", _H_MAXS, g, [(fl(x), t(x).smax) for x in fes])
+    f.family("frontend_limit_sessions", _H_LIM, g, [(fl(x), getattr(x, "slim", x.maxconn)) for x in fes])
+    f.family("frontend_sessions_total", _H_STOT, c, [(fl(x), t(x).stot) for x in fes])
+    f.family("frontend_bytes_in_total", _H_BIN, c, [(fl(x), t(x).bin) for x in fes])
+    f.family("frontend_bytes_out_total", _H_BOUT, c, [(fl(x), t(x).bout) for x in fes])
     f.family("frontend_requests_denied_total", "Total number of denied requests since process started", c,
-             [(fl(x), x.dreq) for x in fes])
+             [(fl(x), t(x).dreq) for x in fes])
     f.family("frontend_request_errors_total", "Total number of invalid requests since process started", c,
-             [(fl(x), x.ereq) for x in fes])
+             [(fl(x), t(x).ereq) for x in fes])
     f.family("frontend_status", _H_STATUS, g,
              [((*fl(x), ("state", st)), int((st == "UP") != bool(getattr(x, "disabled", False))))
               for x in fes for st in ("DOWN", "UP")])
     f.family("frontend_connections_total", "Total number of new connections accepted on this frontend since the "
-             "worker process started", c, [(fl(x), x.stot) for x in fes])
+             "worker process started", c, [(fl(x), t(x).stot) for x in fes])
     hfes = [x for x in fes if x.cfg.mode == "http"]
-    f.family("frontend_http_requests_total", _H_REQ, c, [(fl(x), x.req_tot) for x in hfes])
+    f.family("frontend_http_requests_total", _H_REQ, c, [(fl(x), t(x).req_tot) for x in hfes])
     f.family("frontend_http_responses_total", _H_RESP, c,
-             [((*fl(x), ("code", code)), x.hrsp[(i + 1) % 6]) for i, code in enumerate(_CODES) for x in hfes])
+             [((*fl(x), ("code", code)), t(x).hrsp[(i + 1) % 6]) for i, code in enumerate(_CODES) for x in hfes])
 
-    f.family("backend_current_queue", _H_QCUR, g, [(fl(b), len(b.queue)) for b in bes])
-    f.family("backend_current_sessions", _H_SESS, g, [(fl(b), b.beconn) for b in bes])
+    f.family("backend_current_queue", _H_QCUR, g, [(fl(b), t(b).qcur) for b in bes])
+    f.family("backend_current_sessions", _H_SESS, g, [(fl(b), t(b).beconn) for b in bes])
     f.family("backend_limit_sessions", _H_LIM, g, [(fl(b), b.fullconn) for b in bes])
-    f.family("backend_sessions_total", _H_STOT, c, [(fl(b), b.stot) for b in bes])
-    f.family("backend_bytes_in_total", _H_BIN, c, [(fl(b), b.bin) for b in bes])
-    f.family("backend_bytes_out_total", _H_BOUT, c, [(fl(b), b.bout) for b in bes])
-    f.family("backend_connection_errors_total", _H_ECON, c, [(fl(b), b.econ) for b in bes])
-    f.family("backend_response_errors_total", _H_ERESP, c, [(fl(b), b.eresp) for b in bes])
-    f.family("backend_retry_warnings_total", _H_RETR, c, [(fl(b), b.wretr) for b in bes])
-    f.family("backend_redispatch_warnings_total", _H_REDIS, c, [(fl(b), b.wredis) for b in bes])
+    f.family("backend_sessions_total", _H_STOT, c, [(fl(b), t(b).stot) for b in bes])
+    f.family("backend_bytes_in_total", _H_BIN, c, [(fl(b), t(b).bin) for b in bes])
+    f.family("backend_bytes_out_total", _H_BOUT, c, [(fl(b), t(b).bout) for b in bes])
+    f.family("backend_connection_errors_total", _H_ECON, c, [(fl(b), t(b).econ) for b in bes])
+    f.family("backend_response_errors_total", _H_ERESP, c, [(fl(b), t(b).eresp) for b in bes])
+    f.family("backend_retry_warnings_total", _H_RETR, c, [(fl(b), t(b).wretr) for b in bes])
+    f.family("backend_redispatch_warnings_total", _H_REDIS, c, [(fl(b), t(b).wredis) for b in bes])
     f.family("backend_status", _H_STATUS, g,
              [((*fl(b), ("state", st)), int((st == "UP") == b.has_usable())) for b in bes for st in ("DOWN", "UP")])
     f.family("backend_weight", _H_W, g, [(fl(b), sum(s.uweight for s in group_in_use(b))) for b in bes])
@@ -508,38 +512,38 @@ def render_prometheus(view: StatsView, info: ProcessInfo) -> str:
     f.family("backend_check_last_change_seconds", _H_LASTCHG, g,
              [(fl(b), max(0, int(view.clock() - b.lastchg))) for b in bes])
     f.family("backend_downtime_seconds_total", _H_DOWNT, c, [(fl(b), view.backend_downtime(b)[0]) for b in bes])
-    f.family("backend_loadbalanced_total", _H_LB, c, [(fl(b), getattr(b, "lbtot", 0)) for b in bes])
+    f.family("backend_loadbalanced_total", _H_LB, c, [(fl(b), t(b).lbtot) for b in bes])
     hbes = [b for b in bes if b.cfg.mode == "http"]
-    f.family("backend_http_requests_total", _H_REQ, c, [(fl(b), b.req_tot) for b in hbes])
+    f.family("backend_http_requests_total", _H_REQ, c, [(fl(b), t(b).req_tot) for b in hbes])
     f.family("backend_http_responses_total", _H_RESP, c,
-             [((*fl(b), ("code", code)), b.hrsp[(i + 1) % 6]) for b in hbes for i, code in enumerate(_CODES)])
-    f.family("backend_client_aborts_total", _H_CABRT, c, [(fl(b), b.cli_abrt) for b in bes])
-    f.family("backend_server_aborts_total", _H_SABRT, c, [(fl(b), b.srv_abrt) for b in bes])
+             [((*fl(b), ("code", code)), t(b).hrsp[(i + 1) % 6]) for b in hbes for i, code in enumerate(_CODES)])
+    f.family("backend_client_aborts_total", _H_CABRT, c, [(fl(b), t(b).cli_abrt) for b in bes])
+    f.family("backend_server_aborts_total", _H_SABRT, c, [(fl(b), t(b).srv_abrt) for b in bes])
     f.family("backend_uweight", _H_UW, g, [(fl(b), sum(s.uweight for s in group_in_use(b))) for b in bes])
 
-    f.family("server_current_queue", _H_QCUR, g, [(sl(s), len(s.queue)) for s in srvs])
-    f.family("server_current_sessions", _H_SESS, g, [(sl(s), s.served) for s in srvs])
+    f.family("server_current_queue", _H_QCUR, g, [(sl(s), t(s).qcur) for s in srvs])
+    f.family("server_current_sessions", _H_SESS, g, [(sl(s), t(s).served) for s in srvs])
     f.family("server_limit_sessions", _H_LIM, g, [(sl(s), s.cfg.maxconn) for s in srvs if s.cfg.maxconn])
-    f.family("server_sessions_total", _H_STOT, c, [(sl(s), s.stot) for s in srvs])
-    f.family("server_bytes_in_total", _H_BIN, c, [(sl(s), s.bin) for s in srvs])
-    f.family("server_bytes_out_total", _H_BOUT, c, [(sl(s), s.bout) for s in srvs])
-    f.family("server_connection_errors_total", _H_ECON, c, [(sl(s), s.econ) for s in srvs])
-    f.family("server_response_errors_total", _H_ERESP, c, [(sl(s), s.eresp) for s in srvs])
-    f.family("server_retry_warnings_total", _H_RETR, c, [(sl(s), s.wretr) for s in srvs])
-    f.family("server_redispatch_warnings_total", _H_REDIS, c, [(sl(s), s.wredis) for s in srvs])
+    f.family("server_sessions_total", _H_STOT, c, [(sl(s), t(s).stot) for s in srvs])
+    f.family("server_bytes_in_total", _H_BIN, c, [(sl(s), t(s).bin) for s in srvs])
+    f.family("server_bytes_out_total", _H_BOUT, c, [(sl(s), t(s).bout) for s in srvs])
+    f.family("server_connection_errors_total", _H_ECON, c, [(sl(s), t(s).econ) for s in srvs])
+    f.family("server_response_errors_total", _H_ERESP, c, [(sl(s), t(s).eresp) for s in srvs])
+    f.family("server_retry_warnings_total", _H_RETR, c, [(sl(s), t(s).wretr) for s in srvs])
+    f.family("server_redispatch_warnings_total", _H_REDIS, c, [(sl(s), t(s).wredis) for s in srvs])
     f.family("server_status", _H_STATUS, g,
              [((*sl(s), ("state", st)), int(server_state_label(s) == st)) for s in srvs for st in _SERVER_STATES])
     f.family("server_weight", _H_W, g, [(sl(s), s.uweight) for s in srvs])
     chk = [s for s in srvs if check_enabled(s)]
     f.family("server_check_failures_total", "Total number of failed individual health checks per server/backend, "
-             "since the worker process started", c, [(sl(s), s.chkfail) for s in chk])
-    f.family("server_check_up_down_total", _H_CHGDOWN, c, [(sl(s), s.chkdown) for s in chk])
+             "since the worker process started", c, [(sl(s), t(s).chkfail) for s in chk])
+    f.family("server_check_up_down_total", _H_CHGDOWN, c, [(sl(s), t(s).chkdown) for s in chk])
     f.family("server_check_last_change_seconds", _H_LASTCHG, g,
              [(sl(s), max(0, int(view.clock() - s.lastchg))) for s in srvs])
     f.family("server_downtime_seconds_total", _H_DOWNT, c, [(sl(s), view.server_downtime(s)) for s in chk])
     f.family("server_queue_limit", "Limit on the number of connections in queue, for servers only (maxqueue "
              "argument)", g, [(sl(s), s.cfg.maxqueue) for s in srvs if s.cfg.maxqueue])
-    f.family("server_loadbalanced_total", _H_LB, c, [(sl(s), getattr(s, "lbtot", 0)) for s in srvs])
+    f.family("server_loadbalanced_total", _H_LB, c, [(sl(s), t(s).lbtot) for s in srvs])
     f.family("server_check_status", "Status of last health check, per state label value.", g,
              [((*sl(s), ("state", st)), int(s.check_status == st)) for s in chk for st in _CHECK_STATES])
     f.family("server_check_code", "layer5-7 code, if available of the last health check.", g,
@@ -548,8 +552,8 @@ def render_prometheus(view: StatsView, info: ProcessInfo) -> str:
              [(sl(s), (s.check_duration or 0) / 1000.0) for s in chk])
     hsrvs = [s for s in srvs if s.backend.cfg.mode == "http"]
     f.family("server_http_responses_total", _H_RESP, c,
-             [((*sl(s), ("code", code)), s.hrsp[(i + 1) % 6]) for i, code in enumerate(_CODES) for s in hsrvs])
-    f.family("server_client_aborts_total", _H_CABRT, c, [(sl(s), s.cli_abrt) for s in srvs])
-    f.family("server_server_aborts_total", _H_SABRT, c, [(sl(s), s.srv_abrt) for s in srvs])
+             [((*sl(s), ("code", code)), t(s).hrsp[(i + 1) % 6]) for i, code in enumerate(_CODES) for s in hsrvs])
+    f.family("server_client_aborts_total", _H_CABRT, c, [(sl(s), t(s).cli_abrt) for s in srvs])
+    f.family("server_server_aborts_total", _H_SABRT, c, [(sl(s), t(s).srv_abrt) for s in srvs])
     f.family("server_uweight", _H_UW, g, [(sl(s), s.uweight) for s in srvs])
     return "".join(f.out)
