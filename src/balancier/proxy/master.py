@@ -106,6 +106,7 @@ class _Generation:
         self.stats_socks = stats_socks
         self.counters = counters
         self.served: sharedstate.SharedServed | None = None
+        self.queued: sharedstate.SharedServed | None = None
         self.workers: dict[int, _WorkerProc] = {}  # index -> current process
         self.procs: list[_WorkerProc] = []  # every process of this generation still running
         self.stopping = False
@@ -235,6 +236,8 @@ class Master:
         gen = _Generation(self.generation, config, self.nworkers, listeners, stats_socks, counters)
         limited = sharedstate.limited_servers(config)
         gen.served = sharedstate.SharedServed(self.nworkers, len(limited)) if limited else None
+        queued = sharedstate.queued_servers(config)
+        gen.queued = sharedstate.SharedServed(self.nworkers, len(queued)) if queued else None
         return gen
 
     def _spawn(self, gen: _Generation, index: int, carry: bool, restore: bool = False) -> _WorkerProc:
@@ -251,7 +254,7 @@ class Master:
                 self._child_cleanup(gen)
                 ctx = WorkerContext(
                     config=gen.config, listeners=gen.listeners, stats_socks=gen.stats_socks, index=index,
-                    count=gen.count, generation=gen.number, channel=child, counters=gen.counters, served=gen.served,
+                    count=gen.count, generation=gen.number, channel=child, counters=gen.counters, served=gen.served, queued=gen.queued,
                     states=dict(self.states), carry=carry, restore=restore, debug=bool(self.args.debug),
                     drop=self.drop_in_worker)
                 code = run_worker(ctx)

@@ -50,6 +50,8 @@ def enqueue(waiter: Waiter, now: float, backend: Backend, server: Server | None)
     p = Pending(waiter, now, backend, server)
     if server is not None:
         server.queue.append(p)
+        if server.gqueued is not None:
+            server.gqueued.set(len(server.queue))
         backend.requeue_changed(server)
     else:
         backend.queue.append(p)
@@ -63,12 +65,22 @@ def cancel(p: Pending) -> None:
     except ValueError:
         return
     if p.server is not None:
+        published(p.server)
         p.backend.requeue_changed(p.server)
 
 
 def server_queue_full(server: Server) -> bool:
     mq = server.cfg.maxqueue
-    return mq > 0 and len(server.queue) >= mq
+    if mq <= 0:
+        return False
+    g = server.gqueued  # several workers: the queue is the sum of theirs
+    return (g.total() if g is not None else len(server.queue)) >= mq
+
+
+def published(server: Server) -> None:
+    """This worker's queue length for `server`, after a change, where the other workers read it."""
+    if server.gqueued is not None:
+        server.gqueued.set(len(server.queue))
 
 
 def release(backend: Backend, server: Server) -> None:
@@ -90,6 +102,7 @@ def on_release(backend: Backend, server: Server) -> None:
             p = bq.popleft()
         elif sq:
             p = sq.popleft()
+            published(server)
         else:
             return
         backend.acquire(server)

@@ -503,6 +503,7 @@ def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
                 p = s.queue.popleft()
                 p.server = None
                 backend.queue.append(p)
+            squeue.published(s)
             backend.requeue_changed(s)
         if s.usable and (backend.queue or s.queue):
             squeue.wake_backend(backend)

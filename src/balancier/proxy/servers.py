@@ -18,7 +18,8 @@ Rules (spec/haproxy.md §4.1, §6, §7, §9):
 - With several worker processes, a server with a ``maxconn`` gets ``gserved`` (sharedstate.SharedServed): every
   ``acquire``/``release`` publishes this worker's ``served`` there, and ``saturated``/``occupancy`` read the sum
   over the workers, so the limit holds for the whole proxy (a slot freed by another worker is noticed by the
-  worker's queue poller, workers.py).
+  worker's queue poller, workers.py). A server with a ``maxqueue`` gets ``gqueued`` the same way: queue.py
+  publishes this worker's queue length on every change, and a full queue is judged on the sum.
 
 Public API:
     Server: cfg backend name addr sid uweight admin op health hstate check_enabled served queue
@@ -78,7 +79,7 @@ class Counters:
 class Server(Counters):
     __slots__ = ("cfg", "backend", "name", "addr", "sid", "uweight", "admin", "op", "hstate", "check_enabled",
                  "served", "queue", "lastchg", "check_status", "check_code", "check_info", "check_duration",
-                 "gserved", "__weakref__")
+                 "gserved", "gqueued", "__weakref__")
 
     def __init__(self, cfg: ServerConfig, backend: Backend, sid: int, now: float) -> None:
         super().__init__()
@@ -97,6 +98,7 @@ class Server(Counters):
         self.check_enabled = cfg.check
         self.served = 0
         self.gserved: Any = None  # sharedstate.SharedServed with several workers and a maxconn
+        self.gqueued: Any = None  # the same for the queue's length, with several workers and a maxqueue
         self.queue: collections.deque[Any] = collections.deque()
         self.lastchg = now
         self.check_status = ""  # L4OK, L4CON, L7STS, ... ('' before the first check)

@@ -205,6 +205,11 @@ class ServedHandle:
         return sum(_Q.unpack_from(mm, off)[0] for off in self.offsets)
 
 
+def queued_servers(config: Any) -> list[tuple[str, str]]:
+    """(backend, server) of every server with a maxqueue, in configuration order: the queue lengths' numbering."""
+    return [(b.name, s.name) for b in config.backends for s in b.servers if s.maxqueue]
+
+
 def limited_servers(config: Any) -> list[tuple[str, str]]:
     """(backend, server) of every server with a maxconn, in configuration order: the SharedServed numbering."""
     return [(b.name, s.name) for b in config.backends for s in b.servers if s.maxconn]

@@ -64,6 +64,7 @@ class WorkerContext:
     channel: socket.socket | None
     counters: sharedstate.SharedCounters | None
     served: sharedstate.SharedServed | None = None
+    queued: sharedstate.SharedServed | None = None  # server queue lengths, for maxqueue across workers
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     carry: bool = True  # states come from an older configuration (reload rules) or from this one (replacement)
     restore: bool = False  # this worker replaces a dead one: start from its slot's counters
@@ -157,10 +158,16 @@ class _Worker:
 
     def _share_limits(self, backends: list[Any]) -> None:
         """Servers with a maxconn count their connections across the workers (servers.py `gserved`)."""
+        by_name = {b.name: b for b in backends}
+        queued = self.ctx.queued
+        if queued is not None:
+            for pos, (bname, sname) in enumerate(sharedstate.queued_servers(self.ctx.config)):
+                s = by_name[bname].server(sname)
+                s.gqueued = queued.handle(self.ctx.index, pos)
+                s.gqueued.set(0)  # a replaced worker's waiters are gone
         shared = self.ctx.served
         if shared is None:
             return
-        by_name = {b.name: b for b in backends}
         for pos, (bname, sname) in enumerate(sharedstate.limited_servers(self.ctx.config)):
             s = by_name[bname].server(sname)
             s.gserved = shared.handle(self.ctx.index, pos)

@@ -90,6 +90,23 @@ def test_shared_served_limits_across_workers() -> None:
     assert not s1.saturated and s0.served == 0 and s1.served == 1
 
 
+def test_maxqueue_is_judged_on_the_queues_of_every_worker() -> None:
+    from balancier.proxy import queue as squeue
+
+    shared = sharedstate.SharedServed(2, 1)
+    be0 = make_backend([("a", 1, {"maxconn": 1, "maxqueue": 2})])
+    be1 = make_backend([("a", 1, {"maxconn": 1, "maxqueue": 2})])
+    s0, s1 = be0.servers[0], be1.servers[0]
+    s0.gqueued, s1.gqueued = shared.handle(0, 0), shared.handle(1, 0)
+    waiter = SimpleNamespace(dequeued=lambda server: None)
+    p0 = squeue.enqueue(waiter, 0.0, be0, s0)
+    assert not squeue.server_queue_full(s1)  # one waits in worker 0: room for one more anywhere
+    squeue.enqueue(waiter, 0.1, be1, s1)
+    assert squeue.server_queue_full(s0) and squeue.server_queue_full(s1)  # 2 in total
+    squeue.cancel(p0)  # the waiter of worker 0 gave up: its length is published again
+    assert not squeue.server_queue_full(s1) and len(s1.queue) == 1
+
+
 def test_snapshot_apply_moves_state() -> None:
     owner = make_backend([("a", 10, {"check": True}), ("b", 10, {"check": True})])
     other = make_backend([("a", 10, {"check": True}), ("b", 10, {"check": True})])
