@@ -90,6 +90,9 @@ def demo() -> Iterator[tuple[Path, int]]:
                 workdir = Path(line.split(":", 1)[1].strip())
                 break
         assert workdir is not None, "the demo did not start"
+        # The demo prints its directory before the cluster has placed the group: a drill needs the service
+        # running (it refuses otherwise), so wait until the proxy answers through the service address.
+        assert _wait_service(base, 90), "the demo's cluster did not start the proxy"
         yield workdir, base
     finally:
         os.killpg(proc.pid, signal.SIGINT)  # the demo stops its processes and removes its directory
@@ -98,6 +101,20 @@ def demo() -> Iterator[tuple[Path, int]]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+def _wait_service(base: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.100", base), timeout=1) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
 
 
 def _drill_file(workdir: Path, base: int) -> Path:

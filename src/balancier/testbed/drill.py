@@ -32,6 +32,7 @@ import argparse
 import os
 import random
 import sys
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -226,6 +227,17 @@ def confirm(question: str, assume_yes: bool, stdin: TextIO | None = None, out: T
     return stdin.readline().strip().lower() in ("y", "yes")
 
 
+def _wait_placed(admin: Any, patience_s: float) -> str | None:
+    """Where the resource runs; a cluster that is still placing it (just started, a transition in flight) gets a
+    few seconds before the drill gives up."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        active = admin.where()
+        if active is not None or time.monotonic() >= deadline:
+            return active
+        time.sleep(0.25)
+
+
 def run_drill(args: argparse.Namespace) -> int:
     from balancier.cluster.config import ConfigError
     from balancier.testbed.drill_runner import (
@@ -252,7 +264,7 @@ def run_drill(args: argparse.Namespace) -> int:
                              group)
         wanted = dp.parse_selection(args.scenario) if args.scenario else None
         selection, left_out = selectable(injector.can(), wanted)
-        active = admin.where()
+        active = _wait_placed(admin, 15.0)
         if active is None:
             raise DrillError(f"{group} does not run anywhere now: start it before a drill")
         ctx = dp.Context(cfg.node_names, group, active, timers_of(cfg), injector.can(),
