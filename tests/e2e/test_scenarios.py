@@ -154,7 +154,10 @@ def test_scenario2_proxy_sigkilled(bed: Testbed, cluster_factory: Factory, layou
     if layout == "group":
         assert set(after) == {"lb1"}  # restarted in place, not moved
     else:
-        assert after[0] == "lb2" and after[-1] == "lb1", after  # served by lb2 while lb1's proxy restarted
+        # Served by lb2 while lb1's proxy restarted, then back on lb1 (preference). When lb1's instance answers
+        # again before the VIP has left (a fast restart), the first answers after the outage still come from
+        # lb1 and the two zero-loss moves follow: either way only these nodes answered and it ends on lb1.
+        assert set(after) <= {"lb1", "lb2"} and after[-1] == "lb1", after
         # the only failures are those before the first answer from lb2: both moves lost nothing
         back = [s for s in m.samples if s.start > m.fault_at and s.ok]
         assert back and all(s.ok for s in m.samples if s.start >= back[0].start), _explain(cd, m)

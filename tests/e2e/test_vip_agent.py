@@ -191,4 +191,14 @@ def test_ocf_tester_passes_on_the_vip_wrapper(net: Net) -> None:
         capture_output=True, text=True, timeout=120, env={**os.environ, "BALANCIER_PYTHON": sys.executable})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "passed all tests" in proc.stdout
+    assert "does not support the migrate action" not in proc.stdout
+    # ocf-tester's last calls are migrate_to then migrate_from, with no stop after them: migrate_from is the
+    # target's half of a live migration, so it really holds the address now. A stop removes it.
+    assert net.node_has(VIP)
+    env = {**os.environ, "BALANCIER_PYTHON": sys.executable, "OCF_ROOT": "/usr/lib/ocf",
+           "OCF_RESOURCE_INSTANCE": "vip", "OCF_RESKEY_ip": VIP, "OCF_RESKEY_cidr_netmask": "24",
+           "OCF_RESKEY_nic": "eth0"}
+    stop = subprocess.run(["ip", "netns", "exec", net.node, str(ROOT / "ocf" / "balancier-vip"), "stop"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
     assert not net.node_has(VIP)
