@@ -96,11 +96,11 @@ def _drill(tb: Testbed, cd: ClusterDeployment, injector: NamespaceInjector, scen
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "the issue's target is 0; measured with the clone layout's live VIP migration, 50 migrations and about "
-    "3100-3300 probes per run: 0, 1, 1, 1 failed probes in four runs (one 'timeout' or 'Connection reset by "
-    "peer': a request in flight on the old node when the address moves; keepalived's failback loses 0-1 "
-    "probe per move the same way). Zero every time needs the new node to hand packets of flows it does not "
-    "know to the old one while that one drains"))
+    "the issue's target is 0 lost probes over 50 migrations; with the live VIP migration and its guard (the new "
+    "node hands segments of connections it does not know back to the old one) runs give 0 of about 2900-3300 "
+    "probes (CI, bench/failover), but about one run in a few lost 1 probe on a heavily loaded machine (a 200 ms "
+    "probe timeout; the one examined happened between two moves, while lb1 served alone). Kept non-strict until "
+    "that probe is explained"))
 def test_scenario4_fifty_migrations_lose_no_probe(bed: tuple[Testbed, dict[str, Spawned]],
                                                    cluster: Callable[..., ClusterDeployment]) -> None:
     tb, _ = bed

@@ -29,17 +29,14 @@ from balancier.proxy.process import (
     StartError,
     drop_privileges,
     resolve_ids,
+    say,
     signal_old_processes,
     write_pidfile,
 )
 
 
 def _say(level: str, msg: str) -> None:
-    try:
-        sys.stderr.write(f"[{level}] {msg}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    say(level, msg)
 
 
 def _new_loop(debug: bool) -> asyncio.AbstractEventLoop:

@@ -55,6 +55,7 @@ from balancier.proxy.process import (
     StartError,
     drop_privileges,
     resolve_ids,
+    say,
     signal_old_processes,
     write_pidfile,
 )
@@ -71,11 +72,7 @@ def default_workers() -> int:
 
 
 def _say(level: str, msg: str) -> None:
-    try:
-        sys.stderr.write(f"[{level}] ({os.getpid()}) : {msg}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    say(level, msg, with_pid=True)
 
 
 def _diag_text(d: Any) -> str:

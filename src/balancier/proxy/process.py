@@ -22,6 +22,16 @@ import sys
 from collections.abc import Iterable
 
 
+def say(level: str, msg: str, with_pid: bool = False) -> None:
+    """One `[LEVEL] message` line on stderr (HAProxy's form; the master adds its pid); a closed stderr is not an
+    error."""
+    try:
+        sys.stderr.write(f"[{level}] ({os.getpid()}) : {msg}\n" if with_pid else f"[{level}] {msg}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
 class StartError(Exception):
     """The process cannot start as configured; the message is shown as is and the exit code is 1."""
 

@@ -38,13 +38,12 @@ import json
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from balancier.proxy import sharedstate
-from balancier.proxy.process import StartError, drop_privileges
+from balancier.proxy.process import StartError, drop_privileges, say
 from balancier.proxy.runtime_api import RuntimeApi, Session
 
 STATE_SYNC = 0.5  # seconds between two sends of the owner's check details
@@ -73,11 +72,7 @@ class WorkerContext:
 
 
 def _say(level: str, msg: str) -> None:
-    try:
-        sys.stderr.write(f"[{level}] {msg}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    say(level, msg)
 
 
 class Channel:
