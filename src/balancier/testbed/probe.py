@@ -217,6 +217,9 @@ class Probe:
         self.samples: list[Sample] = []
         self.t0 = 0.0
         self._stop = threading.Event()
+        # Set by a signal handler: a plain flag, since Event.set() from a handler can deadlock on the Event's
+        # own lock when the signal lands while the main thread holds it (inside Event.wait).
+        self.halt = False
         self.sessions = sessions
         self.login_path = login_path
         self.session_interval = session_interval
@@ -253,6 +256,10 @@ class Probe:
     def stop(self) -> None:
         self._stop.set()
 
+    def request_stop(self) -> None:
+        """Safe in a signal handler: the grid loop sees it within one interval and stops the rest."""
+        self.halt = True
+
     def run(self) -> list[Sample]:
         futures: list[Any] = []
         session_futures: list[Any] = []
@@ -268,7 +275,7 @@ class Probe:
                 sessions.start()
             self.started.set()
             k = 0
-            while not self._stop.is_set():
+            while not self._stop.is_set() and not self.halt:
                 at = grid(self.t0, self.interval, k)
                 if at >= end:
                     break
@@ -327,8 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       parse_node_map(args.node), sessions=args.sessions, login_path=args.login_path)
     except ValueError as exc:
         ap.error(str(exc))
-    signal.signal(signal.SIGTERM, lambda *_: probe.stop())
-    signal.signal(signal.SIGINT, lambda *_: probe.stop())
+    signal.signal(signal.SIGTERM, lambda *_: probe.request_stop())
+    signal.signal(signal.SIGINT, lambda *_: probe.request_stop())
     if probe.sessions:
         probe.login_all()  # before the "probing" line: whoever waits for it gets the users logged in
     print(f"probing {args.url} every {args.interval_ms:g} ms, started at {time.monotonic():.6f}", flush=True)
