@@ -190,17 +190,7 @@ class ClusterDeployment:
 
     def wait_serving(self, node: str, timeout: float = 30.0) -> float:
         """Wait until ``node`` holds the VIP and the service answers through it; returns the time it took."""
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        last = "not tried"
-        while time.monotonic() < deadline:
-            if self.tb.has_vip(node):
-                ok, last = _answers(self.tb)
-                if ok:
-                    return time.monotonic() - t0
-            time.sleep(0.1)
-        raise TestbedError(f"{node} did not serve the VIP within {timeout:g} s; holders: "
-                           f"{self.tb.vip_holders()}; last answer: {last}; logs in {self.tb.workdir}")
+        return _wait_serving(self.tb, node, timeout, "")
 
     def migrate(self, node: str, via: str = "lb1") -> None:
         """``balancier resource migrate`` of what moves (the vip, or the group in the group layout)."""
@@ -230,6 +220,21 @@ def reset_nodes(tb: Testbed) -> None:
     for host in ("client", "gateway"):
         tb.clear_faults(host)
         tb.ip(host, "neigh", "flush", "dev", "eth0", check=False)
+
+
+def _wait_serving(tb: Testbed, node: str, timeout: float, who: str) -> float:
+    """Wait until ``node`` holds the VIP and the service answers through it; returns the time it took."""
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    last = "not tried"
+    while time.monotonic() < deadline:
+        if tb.has_vip(node):
+            ok, last = _answers(tb)
+            if ok:
+                return time.monotonic() - t0
+        time.sleep(0.1)
+    raise TestbedError(f"{node} did not serve the VIP within {timeout:g} s{who}; holders: {tb.vip_holders()}; "
+                       f"last answer: {last}; logs in {tb.workdir}")
 
 
 def _answers(tb: Testbed) -> tuple[bool, str]:
@@ -298,14 +303,4 @@ class KeepalivedDeployment:
             self.start(node)
 
     def wait_serving(self, node: str, timeout: float = 30.0) -> float:
-        t0 = time.monotonic()
-        deadline = t0 + timeout
-        last = "not tried"
-        while time.monotonic() < deadline:
-            if self.tb.has_vip(node):
-                ok, last = _answers(self.tb)
-                if ok:
-                    return time.monotonic() - t0
-            time.sleep(0.1)
-        raise TestbedError(f"{node} did not serve the VIP within {timeout:g} s (keepalived); "
-                           f"holders: {self.tb.vip_holders()}; last answer: {last}; logs in {self.tb.workdir}")
+        return _wait_serving(self.tb, node, timeout, " (keepalived)")
