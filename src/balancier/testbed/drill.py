@@ -63,23 +63,10 @@ def timers_of(cfg: ClusterConfig) -> dp.Timers:
 
 
 def load_cluster(path: str) -> ClusterConfig:
-    """The cluster's own loader, which does not know the [drill] table: the rest is validated without it."""
+    """The cluster's own loader: it accepts a [drill] table and leaves it to the drill (load_drill_table)."""
     from balancier.cluster import config as cluster_config
 
-    try:
-        return cluster_config.load(path)
-    except cluster_config.ConfigError as exc:
-        if not all(": drill: unknown key" in e or e.endswith(": drill: unknown key") for e in exc.errors):
-            raise
-    p = Path(path)
-    text = p.read_text()
-    data = tomllib.loads(text)
-    data.pop("drill", None)
-    err = cluster_config._Errors(cluster_config._Locator(str(p), text))
-    cfg = cluster_config._build(p, data, err)
-    if err.items or cfg is None:
-        raise cluster_config.ConfigError(err.sorted())
-    return cfg
+    return cluster_config.load(path)
 
 
 VIP_AGENTS = ("balancier:vip", "ocf:heartbeat:IPaddr2", "ocf:heartbeat:IPaddr")
