@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import inspect
 import socket
 import ssl
 import threading
@@ -21,7 +20,6 @@ from pathlib import Path
 import pytest
 import trustme
 
-from balancier.proxy import serverside
 from balancier.proxy.checker import Checker
 from balancier.proxy.config import load
 from balancier.proxy.servers import Backend
@@ -338,12 +336,6 @@ def test_checks_over_tls(pki: Pki, tls_backend: TlsBackend, tmp_path: Path) -> N
         plain.close()
 
 
-_HOOKED = "connect(" in inspect.getsource(serverside) and "pool import" in inspect.getsource(serverside) and \
-    "ServerConn(srv), host, port)" not in inspect.getsource(serverside)
-
-
-@pytest.mark.skipif(not _HOOKED, reason="serverside.py opens server connections without pool.connect (the TLS-aware "
-                                        "connect); the one-line change is listed for the integrator")
 def test_server_side_tls(pki: Pki, tls_backend: TlsBackend, tmp_path: Path, proxy_factory: ProxyFactory) -> None:
     other = trustme.CA()
     wrong = tmp_path / "wrong-ca.pem"
