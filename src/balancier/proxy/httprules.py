@@ -11,7 +11,11 @@ Rules (spec/haproxy.md §11, §16):
 - ``set-header N V`` removes every field named N (case-insensitive) and appends ``N: V`` (the value is a plain
   string). The edit is made on the received bytes (field lines cut out, the new line added before the blank
   line) when they are exactly what the parser read; a normalised head is serialised again. Either way the result
-  is parsed again, so the rest of the stream sees one consistent head.
+  is parsed again, so the rest of the stream sees one consistent head. The common case — a head the parser's fast
+  path took, a field that is absent and that the parser derives nothing from (not Host, Content-Length,
+  Connection, Cookie, Expect, Transfer-Encoding or another hop-by-hop field), a value that parses back to itself —
+  appends the line and extends the parsed head instead of parsing it again (the same result, held to the full
+  parse by tests/unit/proxy/test_httprules.py).
 - ``evaluate`` and ``rules_for`` are pure; ``run`` is the thin shell the HTTP stream calls (stream.py), which
   writes the redirect and ends the request with the stream's own bookkeeping.
 """
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from balancier.http1 import Framing, RequestHead, build_request_head, parse_request_head
+from balancier.http1.heads import MAX_HEADERS
 from balancier.proxy.config.model import HttpRule
 
 REASONS = {301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
@@ -90,6 +95,56 @@ def _field_line(rule: HttpRule) -> bytes:
     return f"{rule.name}: {rule.value}\r\n".encode("latin-1")
 
 
+# Fields from which the parser derives something (framing, keep-alive, Host, the cookie flag, hop-by-hop
+# handling): setting one of them always takes the edit-and-parse path.
+_DERIVED = frozenset({"host", "content-length", "connection", "cookie", "transfer-encoding", "te", "trailer",
+                      "expect", "keep-alive", "proxy-connection", "upgrade"})
+# a value the parser gives back unchanged: visible ASCII, inner spaces/tabs, no surrounding whitespace
+_PLAIN_VALUE_RE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
+_APPENDABLE: dict[tuple[str, str], tuple[bytes, str] | None] = {}  # (name, value): the rule's hash is costly
+
+
+def _appendable(rule: HttpRule) -> tuple[bytes, str] | None:
+    """The field line of a set-header rule (bytes, text) when it may be appended to a fast-parsed head."""
+    key = (rule.name, rule.value)
+    try:
+        return _APPENDABLE[key]
+    except KeyError:
+        pass
+    ok = rule.name.lower() not in _DERIVED and _PLAIN_VALUE_RE.fullmatch(rule.value) is not None
+    line = f"{rule.name}: {rule.value}\r\n"
+    out = _APPENDABLE[key] = (line.encode("latin-1"), line) if ok else None
+    return out
+
+
+def _append_fields(edits: list[HttpRule], head: RequestHead, raw: bytes, limit: int) -> Outcome | None:
+    """The fast edit (see the module's rules), or None when the full path must run."""
+    rlen = head.raw_len
+    lines: list[bytes] = []
+    texts: list[str] = []
+    seen: set[str] = set()
+    for rule in edits:
+        line = _appendable(rule)
+        low = rule.name.lower()
+        if line is None or low in seen or _field_re(rule.name).search(raw, 0, rlen) is not None:
+            return None
+        seen.add(low)
+        lines.append(line[0])
+        texts.append(line[1])
+    added = b"".join(lines)
+    new_len = rlen + len(added)
+    text = head._text + "".join(texts)
+    if new_len > limit + MAX_REWRITE or (len(text) >= 4 * MAX_HEADERS and text.count("\n") > MAX_HEADERS + 1):
+        return None  # the full path gives the parser's verdict on an oversized head
+    hdrs = head._headers
+    if hdrs is not None:
+        hdrs = hdrs + [(rule.name, rule.value) for rule in edits]
+    new_head = RequestHead(head.method, head.target, head.version, hdrs, head.framing, head.content_length,
+                           head.keep_alive, head.expect_continue, head.connection_tokens, new_len, False,
+                           head.has_cookie, head.plain, text, head._hpos)
+    return Outcome(head=new_head, raw=raw[:rlen - 2] + added + raw[rlen - 2:])
+
+
 def evaluate(rules: Sequence[HttpRule], ssl_fc: bool, head: RequestHead, raw: bytes, keep_alive: bool,
              limit: int) -> Outcome | None:
     """Run ``rules`` on a request whose bytes start with ``head`` (``raw``). None when nothing changes.
@@ -107,6 +162,10 @@ def evaluate(rules: Sequence[HttpRule], ssl_fc: bool, head: RequestHead, raw: by
         edits.append(rule)
     if not edits:
         return None
+    if head._text and not head.normalised:  # a head the parser's fast path took (see _fast_request)
+        fast = _append_fields(edits, head, raw, limit)
+        if fast is not None:
+            return fast
     rlen = head.raw_len
     if not head.normalised and raw[:1] != b"\r":
         # the received bytes are the parsed head: cut the field lines out and add ours before the blank line
