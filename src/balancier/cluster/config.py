@@ -17,6 +17,8 @@ Rules this file governs (ha.cf + authkeys + the initial CIB of the reference dep
   keepalive, initdead >= deadtime; every recurring monitor's timeout < its interval.
   Defaults: keepalive 1s, deadtime 10s, warntime deadtime/2, initdead as Heartbeat computes it from
   deadtime (deadtime if > 10s, 12s if < 6s, else 2 x deadtime).
+- An operation's ``role`` may only be "Started" (the default): promotable roles and role=Stopped
+  monitors are refused rather than accepted and never run.
 - ``auto_failback = false`` means resources stay where they are when their preferred node returns:
   the default resource stickiness becomes INFINITY unless ``[options] stickiness`` is given.
 - The key file follows Heartbeat's authkeys: one ``auth N`` line naming the key used to sign, and
@@ -47,6 +49,7 @@ from typing import Any
 from balancier.cluster.model import (
     INFINITY,
     OP_NAMES,
+    ROLE_UNSUPPORTED,
     CibConfiguration,
     CloneConfig,
     ClusterOptions,
@@ -616,6 +619,9 @@ def _ops(err: _Errors, key: str, value: Any) -> tuple[OpConfig, ...]:
             if on_fail is not None and on_fail not in ("ignore", "block", "stop", "restart", "fence", "standby"):
                 err.add(f"{k}.on_fail", f"{on_fail!r}: expected ignore, block, stop, restart, fence or standby")
             role = _typed(err, f"{k}.role", s.get("role"), str, "a role name")
+            if role not in (None, "Started"):
+                err.add(f"{k}.role", f"{role!r}: {ROLE_UNSUPPORTED}")
+                role = None
             enabled = _typed(err, f"{k}.enabled", s.get("enabled", True), bool, "true or false")
             out.append(OpConfig(name=op_name, interval_ms=interval or 0, timeout_ms=timeout or 20_000,
                                 on_fail=on_fail, role=role, enabled=bool(enabled)))

@@ -78,7 +78,10 @@ class Membership:
         if peer.state == INIT:
             events.append(MemberEvent("up", node, f"{node} is up (generation {generation})"))
         elif peer.state == DEAD:
-            if generation > peer.generation:
+            if peer.generation < 0:  # given up on after initdead, never heard before: no restart to speak of
+                events.append(MemberEvent(
+                    "up", node, f"{node} is up (generation {generation}), first heard after initdead"))
+            elif generation > peer.generation:
                 events.append(MemberEvent(
                     "up", node,
                     f"{node} is back after a restart (generation {peer.generation} -> {generation})"))

@@ -129,6 +129,12 @@ class OpConfig(_Serialisable):
         return "restart"
 
 
+# Only the Started role is run: there are no promotable clones (Master/Slave), and a role=Stopped monitor
+# (Pacemaker's watch for rogue starts) is not run, so accepting either would silently ignore it.
+ROLE_UNSUPPORTED = ("only Started is supported (no promotable clones; rogue starts are found by the probes run "
+                    "when a node joins, not by role=Stopped monitors)")
+
+
 @dataclass(frozen=True)
 class ResourceConfig(_Serialisable):
     """A primitive resource: an agent, its parameters, operations and meta-attributes."""
@@ -159,10 +165,10 @@ class ResourceConfig(_Serialisable):
 
     @property
     def recurring_monitors(self) -> tuple[OpConfig, ...]:
-        """Monitors the cluster keeps running while the resource is started (role=Stopped ones excluded)."""
+        """Monitors the cluster keeps running while the resource is started (other roles are refused at load)."""
         return tuple(op for op in self.ops
                      if op.name == "monitor" and op.interval_ms > 0 and op.enabled
-                     and (op.role or "Started") in ("Started", "Slave", "Unpromoted"))
+                     and (op.role or "Started") == "Started")
 
 
 @dataclass(frozen=True)
@@ -370,6 +376,8 @@ class CibConfiguration(_Serialisable):
                 keys.add((op.name, op.interval_ms))
                 if op.on_fail not in (None, "ignore", "block", "stop", "restart", "fence", "standby"):
                     out.append(f"resource {r.id!r}: unsupported on-fail {op.on_fail!r}")
+                if op.role not in (None, "Started"):
+                    out.append(f"resource {r.id!r}: operation {op.name} role {op.role!r}: {ROLE_UNSUPPORTED}")
                 if op.interval_ms > 0 and op.timeout_ms >= op.interval_ms:
                     out.append(f"resource {r.id!r}: monitor timeout {op.timeout_ms}ms must be shorter "
                                f"than its interval {op.interval_ms}ms")

@@ -126,6 +126,18 @@ def test_several_errors_are_all_reported_with_their_lines(keydir: Path) -> None:
     ]
 
 
+def test_monitor_roles_other_than_started_are_refused_not_ignored(keydir: Path) -> None:
+    rest = NODES + ('\n[[resource]]\nid = "vip"\nagent = "balancier:vip"\nop.monitor = [\n'
+                    '  { interval = "10s", timeout = "2s", role = "Started" },\n'
+                    '  { interval = "20s", timeout = "2s", role = "Stopped" },\n'
+                    '  { interval = "30s", timeout = "2s", role = "Master" }]\n')
+    got = [e.replace(str(keydir) + "/", "") for e in errors_of(write(keydir, "", rest))]
+    why = ("only Started is supported (no promotable clones; rogue starts are found by the probes run when a node "
+           "joins, not by role=Stopped monitors)")
+    assert got == [f"cluster.toml:16: resource[0].op.monitor[1].role: 'Stopped': {why}",
+                   f"cluster.toml:16: resource[0].op.monitor[2].role: 'Master': {why}"]
+
+
 def test_toml_syntax_errors_carry_the_line(keydir: Path) -> None:
     path = write(keydir, 'keepalive = "1s"\ndeadtime = = 3')
     assert [e.replace(str(keydir) + "/", "") for e in errors_of(path)] == \

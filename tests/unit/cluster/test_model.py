@@ -224,6 +224,8 @@ def test_monitor_active_since_last_start() -> None:
      "monitor timeout 2000ms must be shorter than its interval 1000ms"),
     ({"resources": (ResourceConfig("a", "balancier:x", ops=(OpConfig("promote"),)),)},
      "unsupported operation 'promote'"),
+    ({"resources": (ResourceConfig("a", "balancier:x", ops=(OpConfig("monitor", 10_000, 2000, role="Stopped"),)),)},
+     "operation monitor role 'Stopped': only Started is supported"),
     ({"groups": (GroupConfig("g", ("a", "zz")),)}, "group 'g': unknown resource 'zz'"),
     ({"groups": (GroupConfig("g", ("a",)), GroupConfig("h", ("a",)))}, "resource 'a' is in groups 'g' and 'h'"),
     ({"locations": (LocationConstraint("l", "a", "lb9", 1),)}, "location 'l': unknown node 'lb9'"),
