@@ -148,9 +148,11 @@ class Cluster:
         cibs = {(tuple(v["cib"]["version"]), v["cib"]["digest"]) for v in views}
         return len(dcs) == 1 and None not in dcs and (dc is None or dcs == {dc}) and len(cibs) == 1
 
-    def event(self, name: str, kind: str, node: str | None) -> dict[str, Any] | None:
-        for e in reversed(self.status(name).get("events", [])):  # the latest one
-            if e["kind"] == kind and e["node"] == node:
+    def event(self, name: str, kind: str, node: str | None, since: float = 0.0) -> dict[str, Any] | None:
+        """The latest such event at or after `since` (wall clock): on a loaded machine a slow cold start can
+        give a false "dead" before the fault under test, which must not be taken for its detection."""
+        for e in reversed(self.status(name).get("events", [])):
+            if e["kind"] == kind and e["node"] == node and e["t"] >= since:
                 return e
         return None
 
@@ -201,22 +203,23 @@ def test_three_daemons_elect_detect_reelect_fence_and_converge(make_cluster: Cal
     time.sleep(phase)
     t_kill = time.time()
     c.signal("lb1", signal.SIGKILL).wait(5)
-    dead = {n: c.wait(f"{n} to declare lb1 dead", lambda n=n: c.event(n, "dead", "lb1"), 5) for n in ("lb2", "lb3")}
+    dead = {n: c.wait(f"{n} to declare lb1 dead", lambda n=n: c.event(n, "dead", "lb1", t_kill), 5)
+            for n in ("lb2", "lb3")}
     detection = {n: dead[n]["t"] - t_kill for n in dead}
     figure(f"detection after SIGKILL at phase {phase * 1000:.0f} ms (deadtime 1000 ms, keepalive 200 ms): "
            + ", ".join(f"{n} {d * 1000:.0f} ms" for n, d in detection.items()))
     for d in detection.values():
         assert DEADTIME - KEEPALIVE - 0.05 < d <= DEADTIME + KEEPALIVE
     c.wait("lb2 elected by both survivors", lambda: c.agreed(["lb2", "lb3"], "lb2"), 5)
-    elected = c.event("lb2", "election", "lb2")
+    elected = c.event("lb2", "election", "lb2", t_kill)
     assert elected is not None
     figure(f"re-election after the DC's death: {(elected['t'] - t_kill) * 1000:.0f} ms after the kill, "
            f"{(elected['t'] - dead['lb2']['t']) * 1000:.0f} ms after detection")
     assert elected["sentence"] == "lb2 elected DC: lowest name among members lb2, lb3"
     # the new DC fences the lost node before recovering anything
     c.wait("the fence command to run against lb1", lambda: record.exists() and record.read_text() == "lb1\n", 5)
-    c.wait("lb2 to log the fencing", lambda: c.event("lb2", "fence", "lb1"), 5)
-    assert c.event("lb2", "fence", "lb1")["sentence"].startswith("fenced lb1: exit code 0")
+    c.wait("lb2 to log the fencing", lambda: c.event("lb2", "fence", "lb1", t_kill), 5)
+    assert c.event("lb2", "fence", "lb1", t_kill)["sentence"].startswith("fenced lb1: exit code 0")
     c.wait("vip placed on lb2 by the new DC",
            lambda: (c.status("lb2").get("last_transition") or {}).get("placement") == {"vip": "lb2"}, 5)
 
@@ -226,7 +229,7 @@ def test_three_daemons_elect_detect_reelect_fence_and_converge(make_cluster: Cal
     c.wait("three nodes agree again", lambda: c.agreed(names, "lb2"), 10)
     figure(f"CIB convergence after lb1 returns: {(time.time() - t_back) * 1000:.0f} ms")
     assert c.status("lb1")["generation"] == 2
-    back = c.wait("lb2 to see lb1's restart", lambda: c.event("lb2", "up", "lb1"), 2)
+    back = c.wait("lb2 to see lb1's restart", lambda: c.event("lb2", "up", "lb1", t_back), 2)
     assert back["sentence"] == "lb1 is back after a restart (generation 1 -> 2)"
     c.wait("lb1 placed again (preference 200)",
            lambda: (c.status("lb2").get("last_transition") or {}).get("placement") == {"vip": "lb1"}, 5)
@@ -235,13 +238,48 @@ def test_three_daemons_elect_detect_reelect_fence_and_converge(make_cluster: Cal
     t_term = time.time()
     proc = c.signal("lb3", signal.SIGTERM)
     assert proc.wait(5) == 0
-    left = c.wait("lb2 to see lb3 leave", lambda: c.event("lb2", "left", "lb3"), 2)
+    left = c.wait("lb2 to see lb3 leave", lambda: c.event("lb2", "left", "lb3", t_term), 2)
     figure(f"clean leave noticed after {(left['t'] - t_term) * 1000:.0f} ms")
     assert left["t"] - t_term < DEADTIME / 2
     assert c.status("lb3")["state"] == "stopped"
     time.sleep(0.3)
     assert record.read_text() == "lb1\n"
     assert c.status("lb2")["members"] == ["lb1", "lb2"] and c.status("lb2")["quorum"] is True
+
+
+def test_nothing_is_recovered_until_the_fence_command_succeeds(make_cluster: Callable[..., Cluster],
+                                                              tmp_path: Path) -> None:
+    """The fence command fails once (exit 1), then succeeds on the DC's retry: the lost node's resource
+    starts on the survivor only after the successful fencing."""
+    script = tmp_path / "fence.py"
+    script.write_text("import pathlib, sys\n"
+                      "flag = pathlib.Path(sys.argv[1])\n"
+                      "if not flag.exists():\n    flag.write_text('first attempt failed')\n    sys.exit(1)\n"
+                      "sys.exit(0)\n")
+    fence = json.dumps([sys.executable, str(script), str(tmp_path / "tried")])
+    names = ["lb1", "lb2"]
+    c = make_cluster(names, extra=f"[options]\nfence_command = {fence}\n")
+    actions = c.root / "flags" / "actions.log"
+    for n in names:
+        c.start(n)
+    c.wait("vip running on lb1", lambda: c.agreed(names, "lb1") and (c.root / "flags" / "lb1-vip").exists(), 10)
+    t_kill = time.time()
+    c.signal("lb1", signal.SIGKILL).wait(5)
+    failed = c.wait("the first fencing to fail", lambda: c.event("lb2", "fence", "lb1", t_kill), 5)
+    assert failed["sentence"] == "fencing lb1 failed: exit code 1; retrying in 5 s"
+    time.sleep(1)
+    assert not (c.root / "flags" / "lb2-vip").exists()  # lb1 may still run it: nothing recovered yet
+    assert c.status("lb2")["unclean"] == ["lb1"]
+
+    def started_on_lb2() -> list[float]:
+        return [float(t) for t, node, rid, what in (line.split() for line in actions.read_text().splitlines())
+                if (node, rid, what) == ("lb2", "vip", "start")]
+
+    started = c.wait("vip started on lb2", started_on_lb2, 10)
+    fenced = c.event("lb2", "fence", "lb1", failed["t"] + 0.001)
+    assert fenced is not None and fenced["sentence"].startswith("fenced lb1: exit code 0")
+    assert started[0] >= fenced["t"] - 0.01  # the event's time is taken just after the command ends
+    assert fenced["t"] - failed["t"] >= 5 - 0.2
 
 
 def test_forged_replayed_and_old_packets_are_counted_and_ignored(make_cluster: Callable[..., Cluster]) -> None:
@@ -295,17 +333,21 @@ def test_forged_replayed_and_old_packets_are_counted_and_ignored(make_cluster: C
 
 
 def test_two_nodes_wait_for_all_then_keep_quorum_alone(make_cluster: Callable[..., Cluster]) -> None:
-    c = make_cluster(["lb1", "lb2"])
+    c = make_cluster(["lb1", "lb2"], timings='keepalive = "200ms"\nwarntime = "600ms"\ndeadtime = "1s"\n'
+                                             'initdead = "5s"\n')
     t0 = time.time()
     c.start("lb2")
-    time.sleep(1.5)
-    early = c.status("lb2")
+    # the first status.json comes after the daemon's start-up (2 s on a loaded machine), well within initdead
+    early = c.wait("lb2's first status", lambda: c.status("lb2"), 4)
     assert early["dc"] is None and early["state"].startswith("wait_for_all: no DC yet: waiting for lb1")
-    c.wait("lb2 to become DC after initdead", lambda: c.status("lb2").get("dc") == "lb2", 6)
+    time.sleep(1)
+    assert c.status("lb2")["dc"] is None
+    assert not [p.name for p in (c.root / "flags").iterdir() if p.name.endswith("-vip")]  # nothing started
+    c.wait("lb2 to become DC after initdead", lambda: c.status("lb2").get("dc") == "lb2", 8)
     elected = c.event("lb2", "election", "lb2")
     assert elected is not None
-    figure(f"lone node of two became DC after {elected['t'] - t0:.2f} s (initdead 3 s)")
-    assert elected["t"] - t0 >= 3.0 - 0.05
+    figure(f"lone node of two became DC after {elected['t'] - t0:.2f} s (initdead 5 s)")
+    assert elected["t"] - t0 >= 5.0 - 0.05
     assert c.status("lb2")["quorum"] is True  # two-node: quorum alone once initdead is over
     c.start("lb1")
     c.wait("lb1 to join and follow the incumbent", lambda: c.agreed(["lb1", "lb2"], "lb2"), 6)
@@ -335,7 +377,7 @@ def test_detection_tracks_the_advertised_deadtime(make_cluster: Callable[..., Cl
     time.sleep(random.uniform(0, keepalive_ms / 1000))
     t_kill = time.time()
     c.signal("lb2", signal.SIGKILL).wait(5)
-    dead = c.wait("lb1 to declare lb2 dead", lambda: c.event("lb1", "dead", "lb2"), deadtime_ms / 1000 + 3)
+    dead = c.wait("lb1 to declare lb2 dead", lambda: c.event("lb1", "dead", "lb2", t_kill), deadtime_ms / 1000 + 3)
     detection = (dead["t"] - t_kill) * 1000
     figure(f"detection with deadtime {deadtime_ms} ms, keepalive {keepalive_ms} ms: {detection:.0f} ms")
     assert deadtime_ms - keepalive_ms - 50 < detection <= deadtime_ms + keepalive_ms
@@ -469,8 +511,10 @@ def _ip(*args: str) -> None:
 
 
 @contextlib.contextmanager
-def namespaces(names: list[str], loss_percent: int) -> Iterator[dict[str, str]]:
-    """bt-<pid>-sw holds a bridge; bt-<pid>-<node> has eth0 on it and drops loss_percent of incoming UDP 694."""
+def namespaces(names: list[str], loss_percent: int, gateway: str | None = None) -> Iterator[dict[str, str]]:
+    """bt-<pid>-sw holds a bridge; bt-<pid>-<node> has eth0 on it and drops loss_percent of incoming UDP 694.
+
+    With `gateway`, the bridge itself holds that address: the "uplink" a ping node probes."""
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
         pytest.skip("needs root, iproute2 and nftables to build network namespaces")
     tag = f"bt-{os.getpid()}"
@@ -484,6 +528,8 @@ def namespaces(names: list[str], loss_percent: int) -> Iterator[dict[str, str]]:
         _ip("-n", sw, "link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0",
             "mcast_snooping", "0")
         _ip("-n", sw, "link", "set", "br0", "up")
+        if gateway is not None:
+            _ip("-n", sw, "addr", "add", f"{gateway}/24", "dev", "br0")
         for name, addr in nodes.items():
             ns = f"{tag}-{name}"
             _ip("netns", "add", ns)
@@ -531,6 +577,44 @@ def test_multicast_and_broadcast_media_alone(make_cluster: Callable[..., Cluster
 
 
 @pytest.mark.root
+def test_a_node_that_loses_its_uplink_gives_the_resource_up(make_cluster: Callable[..., Cluster]) -> None:
+    """The ping tie-break: lb1 (preferred, 200) cannot reach the ping node any more while the heartbeat link
+    still works; pingd drops to 0 there and the resource moves to lb2; back when the uplink returns."""
+    names = ["lb1", "lb2"]
+    gateway = "10.213.0.1"
+    with namespaces(names, 0, gateway=gateway) as ns:
+        # a TCP probe of a closed port: the gateway's RST proves it is reachable (ping.py)
+        c = make_cluster(names, addresses={n: ns[f"addr:{n}"] for n in names},
+                         cluster_extra=f'ping = ["{gateway}:9"]\n', prefix=lambda n: ["ip", "netns", "exec", ns[n]])
+        flags = c.root / "flags"
+        try:
+            c.start("lb1")
+            c.start("lb2")
+            c.wait("vip on lb1 with both nodes reaching the gateway",
+                   lambda: c.agreed(names, "lb1") and (flags / "lb1-vip").exists()
+                   and c.status("lb1").get("cib_nodes", {}).get("lb2", {}).get("attributes", {}).get("pingd")
+                   == "100", 10)
+            block = f"table inet uplink {{\n chain output {{\n  type filter hook output priority 0;\n" \
+                    f"  ip daddr {gateway} drop\n }}\n}}\n"
+            subprocess.run(["ip", "netns", "exec", ns["lb1"], "nft", "-f", "-"], input=block.encode(), check=True,
+                           capture_output=True, timeout=10)
+            t_cut = time.time()
+            c.wait("vip moved to lb2", lambda: (flags / "lb2-vip").exists() and not (flags / "lb1-vip").exists(), 10)
+            figure(f"uplink lost on lb1 -> vip running on lb2 after {time.time() - t_cut:.2f} s")
+            view = c.status("lb1")
+            assert view["members"] == names and not [e for e in view["events"] if e["kind"] == "dead"]
+            assert view["cib_nodes"]["lb1"]["attributes"]["pingd"] == "0"
+            # the decision's sentence (a later transition may already be "keeping vip on lb2")
+            assert "moving vip to lb2: lb1 has lost connectivity (pingd=0)" in (c.root / "lb1.log").read_text()
+            subprocess.run(["ip", "netns", "exec", ns["lb1"], "nft", "delete", "table", "inet", "uplink"],
+                           check=True, capture_output=True, timeout=10)
+            c.wait("vip back on lb1 once its uplink returns",
+                   lambda: (flags / "lb1-vip").exists() and not (flags / "lb2-vip").exists(), 10)
+        finally:
+            c.stop_all()  # before the namespaces go away
+
+
+@pytest.mark.root
 @pytest.mark.slow
 def test_no_false_death_under_twenty_percent_loss(make_cluster: Callable[..., Cluster],
                                                   lossy_namespaces: dict[str, str]) -> None:
@@ -546,7 +630,19 @@ def test_no_false_death_under_twenty_percent_loss(make_cluster: Callable[..., Cl
         t0 = time.time()
         c.wait("agreement under loss", lambda: c.agreed(names, "lb1"), 15)
         figure(f"agreement of 3 nodes under 20% loss at the default timings: {time.time() - t0:.2f} s")
-        time.sleep(15)
+        t_watch = time.time()
+        # administrator's changes sent to a follower travel to the DC and back to every node over the lossy
+        # channel: each must reach every node (reliable delivery: acknowledged, retransmitted, in order)
+        for verb, node in (("standby", "lb3"), ("online", "lb3"), ("standby", "lb2"), ("online", "lb2")):
+            before = c.status("lb1")["cib"]["version"][:2]  # (admin_epoch, epoch): a configuration change
+            t_cmd = time.time()
+            out = subprocess.run([sys.executable, "-m", "balancier", "node", verb, node, "--state-dir",
+                                  str(c.state_dir("lb2"))], capture_output=True, text=True, timeout=30)
+            assert out.returncode == 0, out.stderr
+            c.wait(f"{verb} {node} on every node under loss",
+                   lambda v=before: c.agreed(names, "lb1") and c.status("lb3")["cib"]["version"][:2] > v, 10)
+            figure(f"under loss: `node {verb} {node}` on every node after {time.time() - t_cmd:.2f} s")
+        time.sleep(max(0.0, 15 - (time.time() - t_watch)))
         views = {n: c.status(n) for n in names}
         for n, v in views.items():
             deaths = [e for e in v["events"] if e["kind"] in ("dead", "return")]
@@ -559,6 +655,10 @@ def test_no_false_death_under_twenty_percent_loss(make_cluster: Callable[..., Cl
         figure(f"under loss: duplicates dropped (two media) {dup}; nft on lb1: "
                f"{' '.join(counters.split('counter', 1)[1].split()[:4]) if 'counter' in counters else '?'}")
         assert dup > 0  # the second medium really delivered copies
+        retransmissions = sum(v["reliable"]["retransmissions"] for v in views.values())
+        # each frame goes out on both media, so a frame is lost only when both copies are (4%): retransmissions
+        # are few and may be none; reliable delivery at 20% loss on one medium is judged in test_reliable.py
+        figure(f"under loss: reliable retransmissions {retransmissions}")
         assert "packets 0 " not in counters  # the loss really happened
     finally:
         c.stop_all()  # before the namespaces go away

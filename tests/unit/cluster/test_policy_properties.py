@@ -90,10 +90,12 @@ def clusters(draw: st.DrawFn) -> Cib:
         online = draw(st.booleans()) or n == nodes[0]
         cib = C.set_node_online(cib, n, online, unclean=(not online and draw(st.booleans())))
         if online and draw(st.integers(0, 4)) == 0:
-            cib = C.set_standby(cib, n, True)
+            cib = C.set_standby(cib, n, True, draw(st.sampled_from(["forever", "reboot"])))
         if online and ping:
             cib = C.set_attribute(cib, n, "pingd", draw(st.sampled_from(["0", "100", "200"])))
     cib = C.set_quorum(cib, draw(st.booleans()))
+    if len(nodes) == 2 and draw(st.integers(0, 5)) == 0:
+        cib = C.set_node_online(cib, nodes[0], True, seen_peer=False)  # cold start, initdead still running
     for p in prims:
         for n in nodes:
             h = draw(HISTORY)
@@ -110,6 +112,31 @@ def clusters(draw: st.DrawFn) -> Cib:
             if h == "start_failed":
                 cib = C.record_op(cib, OpResult(p, n, "start", 1, time=10.0))
     return cib
+
+
+def _may_run(cib: Cib, res: str, node: str) -> str | None:
+    """An oracle written from the spec (cluster.md §1.6, §4.2, §4.5, §5), not from the engine: why
+    `res` may not run on `node`, or None. Deliberately partial: only rules that hold whatever else
+    the cluster contains."""
+    conf = cib.configuration
+    ns = cib.node(node)
+    if not ns.online or ns.unclean:
+        return "offline or unclean"
+    if ns.standby or node in conf.standby_nodes:  # until reboot, or forever (kept in the configuration)
+        return "standby"
+    attr = conf.options.ping_score_attribute
+    if attr is not None and int(ns.attribute(attr) or "0") <= 0:
+        return "no connectivity"
+    top = next((g.id for g in conf.groups if res in g.resources), res)
+    here = [loc.score for loc in conf.locations if loc.resource == top and loc.node == node]
+    if -INFINITY in here:
+        return "-INFINITY location"
+    if not conf.options.symmetric_cluster and not any(sc >= 0 for sc in here):
+        return "not enabled (opt-in cluster)"
+    rs = cib.resource_status(res, node)
+    if any(o.is_probe and o.rc == 5 for o in rs.ops):
+        return "not installed (hard error)"
+    return None
 
 
 def _active(cib: Cib, t_fenced: set[str], res: str) -> set[str]:
@@ -154,9 +181,10 @@ def test_schedule_properties(cib: Cib, now: float) -> None:
     for r in conf.resources:
         placed = t.placement[r.id]
         active = _active(cib, fenced, r.id)
-        # Never on a node that cannot run resources.
+        # Never on a node that cannot run resources (the engine's own view, and the spec's).
         if placed is not None:
             assert eligible[placed] is None, (r.id, placed, eligible[placed])
+            assert _may_run(cib, r.id, placed) is None, (r.id, placed, _may_run(cib, r.id, placed))
         # Starts and stops agree with the placement.
         started_on = {n for (res, n) in starts if res == r.id}
         assert started_on <= ({placed} if placed else set())
@@ -169,6 +197,12 @@ def test_schedule_properties(cib: Cib, now: float) -> None:
             assert placed in stopped_on  # a restart: stop before start
             assert any(a.kind == "stop" and a.resource == r.id and a.node == placed and a.id < starts[(r.id, placed)].id
                        for a in t.actions)
+    # Quorum and wait_for_all: without quorum (policy stop), or on a two-node cold start before the peer
+    # was seen, nothing starts.
+    online = [n for n in conf.nodes if cib.node(n).online]
+    if (not cib.have_quorum and conf.options.no_quorum_policy in ("stop", "freeze")) \
+            or (len(conf.nodes) == 2 and any(not cib.node(n).seen_peer for n in online)):
+        assert not starts, t.reasons
     # Groups: a member runs only with its predecessor, and never starts before it.
     for g in conf.groups:
         assert t.placement[g.id] == t.placement[g.resources[0]]
