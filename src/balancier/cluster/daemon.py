@@ -762,6 +762,11 @@ class Daemon(DaemonActions):
 
         self.api = AdminApi(self)
         await self.api.start()
+        # initdead counts from when our communications are up, as Heartbeat's does, not from the process start:
+        # imports and the API's start can take seconds on a loaded machine, and two such nodes of a cold start
+        # would otherwise give each other up at their first tick
+        self.boot = time.monotonic()
+        self.membership.boot = self.boot
         next_hb = time.monotonic()
         try:
             while not self._stopping:
