@@ -1,7 +1,8 @@
 """Real external agents through the executor: Debian's ocf:heartbeat:Dummy, agents of our own written to a
 temp OCF root (a hung one that forks, a broken one), an LSB script, and Debian's stunnel4 wrapping the proxy.
 
-Nothing here needs root except the stunnel4 test (it starts the real init script on loopback ports).
+A systemd unit through a stand-in systemctl (this host need not run systemd). Nothing here needs root
+except the stunnel4 test (it starts the real init script on loopback ports).
 """
 
 from __future__ import annotations
@@ -178,6 +179,74 @@ def test_runner_prints_the_op_result() -> None:
         pytest.skip("Debian's resource-agents is not installed")
     assert proc.returncode == 7
     assert '"op": "probe"' in proc.stdout and '"rc": 7' in proc.stdout
+
+
+# --------------------------------------------------------------------------- systemd units
+
+# A stand-in for systemctl with systemd's exit statuses and is-active words: units are files in
+# $UNITS (present = installed), a running unit has a ".active" marker, "bad" fails to start and
+# is then "failed". Every call is logged so the test sees exactly what the agent asked.
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$*" >> "$UNITS/calls.log"
+verb=$1; unit=$2
+[ -f "$UNITS/$unit" ] || { echo "Unit $unit not found." >&2; [ "$verb" = is-active ] && { echo inactive; exit 4; }; exit 5; }
+case "$verb" in
+  start) case "$unit" in bad.service) touch "$UNITS/$unit.failed"; echo "Job for $unit failed." >&2; exit 1 ;; esac
+         touch "$UNITS/$unit.active"; exit 0 ;;
+  stop) rm -f "$UNITS/$unit.active" "$UNITS/$unit.failed"; exit 0 ;;
+  is-active) if [ -f "$UNITS/$unit.active" ]; then echo active; exit 0; fi
+             if [ -f "$UNITS/$unit.failed" ]; then echo failed; exit 3; fi
+             echo inactive; exit 3 ;;
+esac
+exit 1
+"""
+
+
+def test_systemd_units_through_systemctl(tmp_path: Path) -> None:
+    """With systemd running (its runtime directory present), a unit is started, monitored and stopped with
+    systemctl; a unit systemctl does not know is rc 5 for start (hard: not retried on this node) and
+    success for stop; a unit that fails to start is a soft failure whose monitor says 1 (failed), not 7."""
+    from balancier.cluster.agents.external import SystemdAgent
+
+    units = tmp_path / "units"
+    units.mkdir()
+    for u in ("web.service", "bad.service"):
+        (units / u).write_text("[Service]\n")
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(FAKE_SYSTEMCTL.replace("$UNITS", str(units)))
+    systemctl.chmod(0o755)
+    runtime = tmp_path / "run-systemd-system"
+    runtime.mkdir()
+    reports: list[OpResult] = []
+    ex = Executor("lb1", report=reports.append, agent_factory=lambda r: SystemdAgent(
+        r, r.agent.split(":", 1)[1], runtime_dir=str(runtime), systemctl=str(systemctl)))
+    web, bad, gone = (ResourceConfig(id=i, agent=f"systemd:{i}") for i in ("web", "bad", "gone"))
+
+    async def go() -> list[tuple[str, str, int]]:
+        out = []
+        for res, op in ((web, "probe"), (web, "start"), (web, "monitor"), (web, "start"), (web, "stop"),
+                        (web, "monitor"), (web, "stop"), (gone, "probe"), (gone, "start"), (gone, "stop"),
+                        (bad, "start"), (bad, "monitor"), (bad, "stop"), (bad, "monitor")):
+            r = await ex.execute(Act(op, res.id, timeout_ms=5000), res)
+            out.append((res.id, op, r.rc))
+        return out
+    assert asyncio.run(go()) == [
+        ("web", "probe", 7), ("web", "start", 0), ("web", "monitor", 0), ("web", "start", 0), ("web", "stop", 0),
+        ("web", "monitor", 7), ("web", "stop", 0), ("gone", "probe", 7), ("gone", "start", 5), ("gone", "stop", 0),
+        ("bad", "start", 1), ("bad", "monitor", 1), ("bad", "stop", 0), ("bad", "monitor", 7)]
+    by = {(r.resource, r.op, r.call_id): r for r in reports}
+    gone_start = next(r for (rid, op, _), r in by.items() if (rid, op) == ("gone", "start"))
+    assert gone_start.hard and "gone.service is not installed on this host" in gone_start.output
+    bad_start = next(r for (rid, op, _), r in by.items() if (rid, op) == ("bad", "start"))
+    assert not bad_start.hard and "Job for bad.service failed." in bad_start.output
+    assert "systemctl start bad.service exited with 1" in bad_start.output
+    calls = (units / "calls.log").read_text().splitlines()
+    assert calls[:3] == ["is-active web.service", "start web.service", "is-active web.service"]
+    # without systemd nothing is asked of systemctl: a clear "not installed here" instead
+    os.rmdir(runtime)
+    r = asyncio.run(ex.execute(Act("start", "web", timeout_ms=5000), web))
+    assert r.rc == 5 and "systemd not running on this host" in r.output
+    assert len((units / "calls.log").read_text().splitlines()) == len(calls)
 
 
 # --------------------------------------------------------------------------- stunnel4 as an LSB service

@@ -7,7 +7,8 @@ preferred node after both nodes were probed; migrate stops it on the old node be
 the new one and writes cli-prefer with its lifetime; unmigrate moves it back; standby moves it and
 online brings it back; a monitor failure (the test deletes the state file) restarts it in place and
 the fail count increments; cleanup clears the fail count; SIGTERM on the node holding the group
-makes the DC move it first.
+makes the DC move it first; ban moves it off its node until unmigrate; stop and start set the target
+role (stopped everywhere, not an alert for check-cluster; started again where it prefers).
 """
 
 from __future__ import annotations
@@ -138,3 +139,31 @@ def test_sigterm_on_the_holder_moves_the_group_first(cluster: AdminCluster) -> N
     assert c.running() == {("lb2", "ip"), ("lb2", "app")}
     _stops_before_starts(c, t0, "lb1", "lb2")
     c.wait("lb2 reports web on lb2", lambda: c.resource("web", "lb2").get("node") == "lb2", 10)
+
+
+def test_ban_moves_away_then_stop_and_start_follow_the_target_role(cluster: AdminCluster) -> None:
+    c = cluster
+    t0 = time.time()
+    r = c.cli("resource", "ban", "web", "-s", c.socket("lb2"))  # no node: the node it runs on
+    assert r.returncode == 0, r.stderr
+    c.wait("web on lb2", lambda: _on(c, "lb2"))
+    _stops_before_starts(c, t0, "lb1", "lb2")
+    assert [(x["id"], x["node"]) for x in c.status()["constraints"]] == [("cli-ban-web-on-lb1", "lb1")]
+    r = c.cli("resource", "unmigrate", "web", "-s", c.socket("lb1"))  # clears the ban too
+    assert r.returncode == 0, r.stderr
+    c.wait("web back on lb1", lambda: _on(c, "lb1"))
+    assert c.status()["constraints"] == []
+
+    r = c.cli("resource", "stop", "web", "-s", c.socket("lb1"))
+    assert r.returncode == 0, r.stderr
+    assert "stop app on lb1" in r.stdout and "stop ip on lb1" in r.stdout
+    c.wait("web stopped everywhere", lambda: c.running() == set() and c.resource("web").get("state") == "disabled")
+    assert c.resource("web")["target_role"] == "Stopped"
+    time.sleep(1.5)  # a stopped resource stays stopped (no monitor failure, no restart)
+    assert c.running() == set() and not c.status()["failed_actions"]
+    check = c.cli("check-cluster", "-s", c.socket("lb2"))  # stopped on purpose is not an alert
+    assert check.returncode == 0, check.stdout
+    r = c.cli("resource", "start", "web", "-s", c.socket("lb2"))
+    assert r.returncode == 0, r.stderr
+    c.wait("web started again on lb1", lambda: _on(c, "lb1"))
+    assert c.resource("web")["target_role"] == "Started"

@@ -16,7 +16,8 @@ Rules this file governs (spec cluster.md §3.3, §5; Pacemaker's local executor)
   agent's exit reason (appended to output as an `ocf-exit-reason:` line).
 - An agent that raises is a bug in the agent, reported as rc 1 with the exception's text; an
   unknown agent or resource is rc 5/6 with a sentence, never an exception out of execute().
-- Every result is one structured log line: "start vip on lb1: ok (0) in 112ms".
+- Every result is one structured log line, its sentence plus fields a log shipper can filter on:
+  msg="start vip on lb1: rc 0 in 112ms" resource=vip op=start interval_ms=0 rc=0 exec_ms=112 call_id=7.
 """
 
 from __future__ import annotations
@@ -198,8 +199,13 @@ class Executor:
         what = "timed out" if result.timed_out else f"rc {result.rc}"
         reason = result.output.rsplit("ocf-exit-reason:", 1)[1].strip() if "ocf-exit-reason:" in result.output \
             else ""
+        fields = {"component": "executor", "resource": result.resource, "op": result.op,
+                  "interval_ms": result.interval_ms, "rc": result.rc, "exec_ms": result.exec_ms,
+                  "call_id": result.call_id}
+        if result.timed_out:
+            fields["timed_out"] = "yes"
         log.info("%s %s on %s%s: %s in %dms%s", result.op, result.resource, result.node, every, what,
-                 result.exec_ms, f" ({reason})" if reason else "")
+                 result.exec_ms, f" ({reason})" if reason else "", extra=fields)
         try:
             self.report(result)
         except Exception:

@@ -11,7 +11,8 @@ Rules:
   [{id, agent, state, node, nodes, failed, managed}]}], failed_actions [{resource, op, interval_ms,
   node, call_id, rc, rc_text, status, time, exec_ms, reason}], fail_counts [{resource, node,
   fail_count, last_failure}], constraints (the runtime ``cli-*`` ones), transition (the DC's last
-  one: reasons and actions) and members.
+  one: reasons and actions) and members. The daemon adds monitors [{resource, interval_ms}] (the
+  recurring monitors running on the answering node) and state (its one-sentence role).
 - A top-level resource (a group counts once, as in crm_mon) is "started" when every member is
   started on one node, "stopped" when none runs, "partial" otherwise; "disabled" when its
   target-role is Stopped and nothing runs. A clone is "started" when its instances run (healthy) on

@@ -10,7 +10,9 @@ Rules this file governs (spec cluster.md §6, §7):
   mapped 0->0, 1/2/3->7, 150->5, 151->4, anything else->1; start/stop codes above 7 -> 1.
 - systemd: `systemctl start|stop|is-active UNIT` when systemd runs (/run/systemd/system exists);
   otherwise every operation answers 5 ("systemd not running") — and a probe reports "not
-  installed here", which is true.
+  installed here", which is true. is-active: active/activating/reloading -> 0, inactive/
+  deactivating/unknown -> 7, failed (or anything else) -> 1 so the cluster stops it before moving it.
+  A unit systemctl does not know (exit 5) is rc 5 for start and success for stop (nothing runs).
 - The environment handed to an agent is built from scratch (a fixed PATH, LANG=C), never the
   daemon's own: an agent must not depend on how the daemon was started.
 - A missing or non-executable program is rc 5 (not installed) with a sentence saying which file.
@@ -38,6 +40,7 @@ EXIT_REASON_PREFIX = "ocf-exit-reason:"
 CRM_FEATURE_SET = "3.16.2"
 AGENT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SYSTEMD_RUNTIME_DIR = "/run/systemd/system"
+SYSTEMCTL_NO_SUCH_UNIT = 5  # systemctl's exit status for "Unit ... not found" (LSB: program not installed)
 META_DATA_TIMEOUT_MS = 20_000
 
 
@@ -265,6 +268,11 @@ class SystemdAgent(ResourceAgent):
             return done
         if done.rc == 0:
             return AgentResult(OCF_SUCCESS, _output(done))
+        if done.rc == SYSTEMCTL_NO_SUCH_UNIT:
+            if verb == "stop":  # a unit that does not exist here is not running here
+                return AgentResult(OCF_SUCCESS, _output(done))
+            return AgentResult(OCF_ERR_INSTALLED, _output(done), f"{self.unit} is not installed on this host "
+                                                                 f"(systemctl {verb} exited with {done.rc})")
         return AgentResult(OCF_ERR_GENERIC, _output(done), f"systemctl {verb} {self.unit} exited with {done.rc}")
 
     async def start(self, timeout_ms: int = 20_000) -> AgentResult:
