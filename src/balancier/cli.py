@@ -53,6 +53,11 @@ def _cluster_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--node", metavar="NAME", help="this node's name (default: the host name)")
     run.add_argument("--state-dir", metavar="DIR", help="where the CIB and boot generation are kept")
     run.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    lsb = csub.add_parser("lsb-check", help="check an init script against the LSB checklist the cluster relies on "
+                                            "(status 3 when stopped, idempotent start and stop, ...)")
+    lsb.add_argument("name", metavar="NAME", help="the script's name, as in lsb:NAME")
+    lsb.add_argument("--init-dir", default="/etc/init.d", metavar="DIR")
+    lsb.add_argument("--timeout", type=int, default=20_000, metavar="MS", help="per action (default 20000)")
 
 
 def _demo_parser(sub: argparse._SubParsersAction) -> None:

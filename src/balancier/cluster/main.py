@@ -123,4 +123,8 @@ def _run(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.cluster_command == "check":
         return _check(args)
+    if args.cluster_command == "lsb-check":  # one violation per line, exit 1 when there is any
+        from balancier.cluster.agents.runner import main as runner_main
+
+        return runner_main(["--lsb-check", args.name, "--init-dir", args.init_dir, "--timeout", str(args.timeout)])
     return _run(args)

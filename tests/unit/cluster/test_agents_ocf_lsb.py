@@ -180,3 +180,19 @@ def test_lsb_agent_maps_status_through_a_real_script(tmp_path: Path) -> None:
         return [(await a.run(op, 5000)).rc for op in ("probe", "start", "monitor", "start", "stop", "stop")]
     assert asyncio.run(go()) == [7, 0, 0, 1, 0, 1]
     assert os.path.exists(tmp_path / "svc") and not (tmp_path / "svc.running").exists()
+
+
+def test_cluster_lsb_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`balancier cluster lsb-check NAME` prints one violation per line and exits 1, or says compliant, exit 0."""
+    from balancier.cli import main
+
+    _script(tmp_path, "good", COMPLIANT)
+    _script(tmp_path, "haproxy", STRICT)
+    assert main(["cluster", "lsb-check", "good", "--init-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == "good: LSB compliant\n"
+    assert main(["cluster", "lsb-check", "haproxy", "--init-dir", str(tmp_path), "--timeout", "5000"]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        "status on a stopped service returned 1; LSB requires 3",
+        "stop on a stopped service returned 1; LSB requires 0",
+        "start on a running service returned 1; LSB requires 0",
+    ]
