@@ -18,6 +18,8 @@ Rules this file governs:
 - Every POST here carries the CSRF token (csrf.py) or is refused with 403; a change to ``/api/...`` coming
   from another site is refused with 403 by the middleware this file adds.
 - Event streams end when the daemon shuts down (``on_shutdown``), so stopping is never held up by a browser.
+- A small task looks at the daemon's last transition every 0.1 s (snapshot.TransitionLog), so the timeline
+  keeps why things moved after the next transition replaced it.
 - The proxy's stats are sampled at most once a second whatever the number of viewers.
 
 Public API:
@@ -63,6 +65,7 @@ SAMPLE_EVERY = 0.9  # seconds: viewers share one sample of the proxy's stats
 TICK = 1.0  # seconds between two server-sent events
 HISTORY = 60  # chart points kept (one minute)
 STATS_TIMEOUT = 1.5
+WATCH_EVERY = 0.1  # seconds between two looks at the daemon's last transition (a transition lasts longer)
 
 
 class Dashboard:
@@ -78,6 +81,8 @@ class Dashboard:
         self.panel_at = -1e9
         self.points: deque[dict[str, Any]] = deque(maxlen=HISTORY)
         self.web_events: deque[dict[str, Any]] = deque(maxlen=50)
+        self.transitions = snapshot.TransitionLog()
+        self._watcher: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
 
     # ---- data --------------------------------------------------------------------------------------
@@ -131,7 +136,14 @@ class Dashboard:
             return self.panel
 
     def timeline(self) -> list[dict[str, Any]]:
-        return snapshot.timeline(self.daemon, self.web_events)
+        return snapshot.timeline(self.daemon, self.web_events, self.transitions)
+
+    async def _watch_transitions(self) -> None:
+        """Look at the daemon's last transition often enough to see each one, viewers or not."""
+        while not self.closing.is_set():
+            self.transitions.observe(self.daemon.last_transition)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closing.wait(), WATCH_EVERY)
 
     # ---- who is asking -----------------------------------------------------------------------------
 
@@ -196,8 +208,13 @@ class Dashboard:
             pass
         return resp
 
+    async def on_startup(self, app: web.Application) -> None:
+        self._watcher = asyncio.create_task(self._watch_transitions())
+
     async def on_shutdown(self, app: web.Application) -> None:
         self.closing.set()
+        if self._watcher is not None:
+            await self._watcher
 
     # ---- changes -----------------------------------------------------------------------------------
 
@@ -274,7 +291,8 @@ class Dashboard:
             args = self._cluster_args(op, f)
             log.info("%s asks: %s", who, describe(op, args), extra={"component": "web", "user": user})
             answer: dict[str, Any] = await self.daemon.admin(op, args, who)
-            if answer.get("ok"):  # the DC keeps the event; this node's timeline shows it too
+            # the DC records the change in its own events; another node's timeline shows it from here (once)
+            if answer.get("ok") and answer.get("dc") != self.daemon.me:
                 self.web_events.append({"t": round(time.time(), 3), "kind": "admin",
                                           "sentence": f"{describe(op, args)} by {who}: CIB {answer.get('cib_version')} "
                                                       f"(applied by the DC {answer.get('dc')})"})
@@ -332,6 +350,7 @@ def register(app: web.Application, api: AdminApi, *, local: bool) -> None:
     """Add the dashboard's routes (and its cross-site guard) to the admin API's app."""
     d = Dashboard(api)
     app.middlewares.append(_same_site_middleware())
+    app.on_startup.append(d.on_startup)
     app.on_shutdown.append(d.on_shutdown)
     app.router.add_get("/", d.index)
     app.router.add_get("/dashboard", d.page)

@@ -7,12 +7,14 @@ Rules this file governs:
   event stream sends the same HTML every second, so there is one way to draw a table.
 - A state is always a word (``online``, ``standby``, ``UP``, ``DRAIN`` ...) in a badge whose colour only
   repeats it (``class="st st-online"``); tables have ``<caption>`` and ``<th scope>``.
+- The page opens with the answers a newcomer looks for first (``summary``): where each resource runs and,
+  per backend, how many servers are UP, each server named with its state word.
 - Action forms are drawn only for the ``admin`` role. Each is a plain ``POST /dashboard/confirm`` form
   (hidden ``op`` + its arguments + the CSRF token): without JavaScript it leads to a confirmation page,
   with JavaScript the same form opens a confirmation dialog.
 
 Public API:
-    Viewer(user, role, csrf); sections(snap, proxy, timeline, viewer) -> {id: html}
+    Viewer(user, role, csrf); sections(snap, proxy, timeline, viewer) -> {id: html}; summary(snap, proxy, viewer)
     page(snap, proxy, timeline, viewer) -> str; confirm_page(plan, fields, viewer, back) -> str
     message_page(title, text, status_ok) -> str
 """
@@ -84,6 +86,38 @@ def _table(caption: str, head: list[str], rows: list[str], cls: str = "", empty:
 
 
 # --------------------------------------------------------------------------- sections
+
+
+def _servers(rows: list[dict[str, Any]], backend: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["_type"] == "Server" and r["pxname"] == backend]
+
+
+def summary(snap: dict[str, Any], panel: list[dict[str, Any]], viewer: Viewer) -> str:
+    """Where each resource runs and which servers are UP, in sentences: the page's first lines."""
+    items = []
+    for top in snap["resources"]:
+        where = top["node"] or ", ".join(top.get("nodes") or [])
+        place = (f'runs on <strong class="where">{e(where)}</strong>' if where else "runs nowhere")
+        move = (' <a href="#h-res" class="hint">move it with Migrate below</a>'
+                if viewer.admin and where else "")
+        items.append(f'<li data-resource="{e(top["id"])}" data-node="{e(where)}"><strong>{e(top["id"])}</strong> '
+                     f'{place} {badge(top["state"])}{move}</li>')
+    for p in panel:
+        if p.get("error"):
+            continue
+        for b in (r for r in p["rows"] if r["_type"] == "Backend"):
+            servers = _servers(p["rows"], b["pxname"])
+            up = sum(1 for r in servers if state_word(str(r.get("status", ""))) == "UP")
+            names = ", ".join(f'{e(r["svname"])}{" <small>(backup)</small>" if r.get("bck") else ""} '
+                              f'{badge(str(r.get("status") or "?"), state_word(str(r.get("status", ""))))}'
+                              for r in servers)
+            items.append(f'<li data-backend="{e(b["pxname"])}">Backend <strong>{e(b["pxname"])}</strong> '
+                         f'<small>({e(p["resource"])} on {e(p["node"])})</small>: '
+                         f'<strong class="up-count">{up} of {len(servers)}</strong> servers UP'
+                         f'{": " + names if names else ""}</li>')
+    if not items:
+        return '<p class="note">No resource is configured in this cluster.</p>'
+    return f'<ul class="glance">{"".join(items)}</ul>'
 
 
 def header(snap: dict[str, Any]) -> str:
@@ -209,7 +243,7 @@ def _server_row(row: dict[str, Any], viewer: Viewer, resource: str) -> str:
                  f'aria-label="new weight of {e(row["svname"])}">')
         action += _form(viewer, "weight", "Set weight", hidden, extra, "weight")
     return (f'<tr data-server="{e(row["pxname"])}/{e(row["svname"])}" data-state="{e(state)}">'
-            f'<th scope="row">{e(row["svname"])}</th>{cols}'
+            f'<th scope="row">{e(row["svname"])}{" <small>(backup)</small>" if row.get("bck") else ""}</th>{cols}'
             + (f'<td class="actions">{action}</td>' if viewer.admin else "") + '</tr>')
 
 
@@ -251,7 +285,7 @@ def timeline(items: list[dict[str, Any]]) -> str:
 
 def sections(snap: dict[str, Any], panel: list[dict[str, Any]], events: list[dict[str, Any]],
              viewer: Viewer) -> dict[str, str]:
-    return {"header": header(snap), "nodes": nodes(snap, viewer), "resources": resources(snap, viewer),
+    return {"summary": summary(snap, panel, viewer), "header": header(snap), "nodes": nodes(snap, viewer), "resources": resources(snap, viewer),
             "constraints": constraints(snap), "proxy": proxy(panel, viewer), "timeline": timeline(events)}
 
 
@@ -276,6 +310,8 @@ def page(snap: dict[str, Any], panel: list[dict[str, Any]], events: list[dict[st
         f'<header class="top"><h1>balancier <span>{e(snap["cluster"])}</span></h1>'
         f'<p class="who">{e(viewer.user)} · {role} · <span id="live" role="status">static view</span></p></header>'
         '<main>'
+        f'<section aria-labelledby="h-summary" class="card wide glance-card"><h2 id="h-summary">At a glance</h2>'
+        f'<div id="sec-summary">{s["summary"]}</div></section>'
         f'<section aria-labelledby="h-cluster" class="card wide"><h2 id="h-cluster">Cluster</h2>'
         f'<div id="sec-header">{s["header"]}</div></section>'
         f'<section aria-labelledby="h-nodes" class="card"><h2 id="h-nodes">Nodes</h2>'

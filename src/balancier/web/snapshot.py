@@ -9,13 +9,19 @@ Rules this file governs:
 - Everything is JSON-able; times are epoch seconds and durations milliseconds, so the same picture feeds
   the HTML tables and the server-sent events.
 - The daemon is read, never written: a snapshot is taken on the event loop between two HA-loop passes.
+- The daemon keeps only its last transition; ``TransitionLog`` remembers the ones the dashboard saw (it looks
+  several times a second), so the timeline still says why a resource moved after the next transition ran.
+  A transition's sentences are kept only when they differ from the previous transition's: a decision that
+  did not change ("keeping web on lb1: ...") is told once, not after every CIB update.
 
 Public API:
-    take(daemon, now_wall, now_mono) -> dict; timeline(daemon, proxy_events) -> list[dict]
+    take(daemon, now_wall, now_mono) -> dict; timeline(daemon, proxy_events, transitions=None) -> list[dict]
+    TransitionLog(size).observe(last_transition) / .items
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,18 +88,47 @@ def take(daemon: Any, now_wall: float, now_mono: float) -> dict[str, Any]:
     return doc
 
 
-def timeline(daemon: Any, proxy_events: Iterable[dict[str, Any]] = ()) -> list[dict[str, Any]]:
-    """Newest first: membership, election, fencing and admin events, the last transition's sentences, and
-    the proxy's server state changes."""
+def _sentences(trans: dict[str, Any]) -> list[str]:
+    out = [str(r) for r in trans.get("reasons", [])]
+    if trans.get("error"):
+        out.append(f"the policy engine failed: {trans['error']}")
+    return out
+
+
+class TransitionLog:
+    """The transitions seen so far (newest last), each with the sentences that changed since the previous one."""
+
+    def __init__(self, size: int = TIMELINE_SIZE) -> None:
+        self.items: deque[dict[str, Any]] = deque(maxlen=size)
+        self._at: float | None = None
+        self._previous: set[str] = set()
+
+    def observe(self, trans: dict[str, Any] | None) -> None:
+        at = (trans or {}).get("at")
+        if trans is None or at is None or at == self._at:
+            return
+        self._at = at
+        sentences = _sentences(trans)
+        new = [s for s in sentences if s not in self._previous]
+        self._previous = set(sentences)
+        if new:
+            self.items.append({"t": at, "sentences": new})
+
+
+def timeline(daemon: Any, proxy_events: Iterable[dict[str, Any]] = (),
+             transitions: TransitionLog | None = None) -> list[dict[str, Any]]:
+    """Newest first: membership, election, fencing and admin events, the transitions' sentences (those the
+    log kept, else the last transition's) and the proxy's server state changes."""
     items = [{"t": e.get("t", 0.0), "kind": e.get("kind", ""), "sentence": e.get("sentence", "")}
              for e in daemon.events]
-    trans = daemon.last_transition or {}
-    at = trans.get("at")
-    if at is not None:
-        for reason in trans.get("reasons", []):
-            items.append({"t": at, "kind": "policy", "sentence": reason})
-        if trans.get("error"):
-            items.append({"t": at, "kind": "policy", "sentence": f"the policy engine failed: {trans['error']}"})
+    if transitions is not None:
+        transitions.observe(daemon.last_transition)
+        for tr in transitions.items:
+            items.extend({"t": tr["t"], "kind": "policy", "sentence": s} for s in tr["sentences"])
+    else:
+        trans = daemon.last_transition or {}
+        if trans.get("at") is not None:
+            items.extend({"t": trans["at"], "kind": "policy", "sentence": s} for s in _sentences(trans))
     items.extend(proxy_events)
     items.sort(key=lambda e: e["t"], reverse=True)
     return items[:TIMELINE_SIZE]

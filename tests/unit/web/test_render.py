@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any
 
 from balancier.web import render, snapshot
+from balancier.web.dashboard import STATIC_DIR
 from balancier.web.render import Viewer
 
 ADMIN = Viewer("alice", "admin", "tok123")
@@ -101,6 +102,43 @@ def test_page_without_javascript_and_its_assets() -> None:
     assert "need JavaScript" in page  # the charts say what they need; the tables do not
 
 
+def test_summary_says_where_it_runs_and_which_servers_are_up() -> None:
+    panel = [{**PANEL[0], "rows": PANEL[0]["rows"] + [
+        {"_type": "Server", "pxname": "esup", "svname": "ents3", "status": "UP", "weight": 256, "bck": 0},
+        {"_type": "Server", "pxname": "esup", "svname": "maint-page", "status": "no check", "bck": 1},
+        {"_type": "Server", "pxname": "esup", "svname": "ents1", "status": "DOWN 1/2", "bck": 0}]}]
+    html = render.summary(snap(), panel, READER)
+    assert re.search(r'<strong>web</strong> runs on <strong class="where">lb1</strong> <span class="st st-started">'
+                     r'started</span>', html)
+    # ents2 is DRAIN, ents1 DOWN: 2 of 4 are UP (an unchecked server counts as UP, as in HAProxy), each named
+    assert '<strong class="up-count">2 of 4</strong> servers UP' in html
+    assert 'ents2 <span class="st st-drain">DRAIN</span>' in html and 'st-down">DOWN 1/2<' in html
+    assert "maint-page <small>(backup)</small>" in html
+    assert "move it" not in html and "move it with Migrate" in render.summary(snap(), panel, ADMIN)
+    stopped = snap(resources=[{**snap()["resources"][0], "node": None, "nodes": [], "state": "stopped"}])
+    assert "runs nowhere" in render.summary(stopped, [], ADMIN)
+    # the page opens with it, and the event stream refreshes it like every section
+    assert render.page(snap(), panel, [], READER).index('id="sec-summary"') < \
+        render.page(snap(), panel, [], READER).index('id="sec-header"')
+    assert "summary" in render.sections(snap(), panel, [], READER)
+
+
+def test_static_assets_fetch_nothing_from_elsewhere() -> None:
+    """No URL to another site in the shipped files (the SVG namespace is a name, never fetched)."""
+    found = []
+    for f in sorted(STATIC_DIR.iterdir()):
+        text = f.read_text()
+        found += [(f.name, u) for u in re.findall(r"(?:https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]{2,}[^\s\"')]*", text)
+                  if u not in ("http://www.w3.org/2000/svg",)]
+        assert "@import" not in text and "url(http" not in text
+    assert found == []
+    assert {f.name for f in STATIC_DIR.iterdir()} >= {"dashboard.css", "dashboard.js", "favicon.svg"}
+    page = render.page(snap(), PANEL, [], ADMIN)
+    assert re.findall(r'(?:src|href)="([^"#]+)"', page) == ["/dashboard/static/favicon.svg",
+                                                              "/dashboard/static/dashboard.css",
+                                                              "/dashboard/static/dashboard.js"]
+
+
 def test_proxy_panel_notes() -> None:
     assert "No <code>balancier:proxy</code> resource" in render.proxy([], ADMIN)
     html = render.proxy([{"resource": "lbproxy", "node": "lb1", "error": "The stats socket of lbproxy is not "
@@ -147,3 +185,23 @@ def test_timeline_newest_first_with_transition_and_proxy_events() -> None:
     assert [i["sentence"] for i in items] == ["lb1 elected DC", "server esup/a is DOWN", "starting web on lb1",
                                               "lb2 is up"]
     assert [i["kind"] for i in items] == ["election", "server", "policy", "up"]
+
+
+def test_transition_log_keeps_why_things_moved_after_the_next_transition() -> None:
+    log = snapshot.TransitionLog()
+    d = FakeDaemon()
+    d.last_transition = {"at": 40.0, "reasons": ["starting web on lb2: lb1 is dead"]}
+    snapshot.timeline(d, [], log)
+    log.observe({"at": 40.0, "reasons": ["starting web on lb2: lb1 is dead"]})  # the same transition: once
+    log.observe({"at": 41.0, "reasons": ["keeping web on lb2: no other node can run it"]})
+    log.observe({"at": 42.0, "reasons": ["keeping web on lb2: no other node can run it"]})  # unchanged: not again
+    log.observe({"at": 43.0, "error": "KeyError: 'x'"})
+    log.observe(None)
+    d.last_transition = {"at": 43.0, "error": "KeyError: 'x'"}
+    items = snapshot.timeline(d, [], log)
+    assert [i["sentence"] for i in items if i["kind"] == "policy"] == [
+        "the policy engine failed: KeyError: 'x'", "keeping web on lb2: no other node can run it",
+        "starting web on lb2: lb1 is dead"]
+    # without a log, the timeline shows the last transition only (a one-off view)
+    assert [i["sentence"] for i in snapshot.timeline(d, []) if i["kind"] == "policy"] == [
+        "the policy engine failed: KeyError: 'x'"]
