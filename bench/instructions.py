@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""User-space instructions per request of the whole proxy process, exact and independent of the machine's load.
+
+Timings on a shared 2-CPU machine move by ±30 % from one minute to the next; instruction counts do not. This runs
+`balancier proxy` (one worker) under valgrind's callgrind with instrumentation off, warms it up, switches
+instrumentation on for N requests sent by a client in this process, switches it off again and reads the total:
+Python, uvloop, OpenSSL and libc work of the proxy for those N requests (the kernel's part is not counted). The
+per-library split shows where it goes.
+
+    python3 bench/instructions.py                      # keep-alive client, plain HTTP, 400 requests
+    python3 bench/instructions.py --mode close         # a new client connection per request (Connection: close)
+    python3 bench/instructions.py --mode tls           # keep-alive over TLS
+    python3 bench/instructions.py --mode tls --rule    # ... with `http-request set-header X-Forwarded-Proto https`
+    python3 bench/instructions.py --src /path/to/src   # another tree (PYTHONPATH), to compare two versions
+
+The configuration is one frontend, one backend with `http-reuse always` and one nginx server (bench/run.py's).
+Needs valgrind (Debian `valgrind`), nginx and trustme (for --mode tls). About a minute per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as base  # noqa: E402
+
+REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+REQ_CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def config(port: int, backend: int, pem: Path | None, rule: bool) -> str:
+    bind = f"bind 127.0.0.1:{port}" + (f" ssl crt {pem} alpn http/1.1" if pem else "")
+    rule_line = "    http-request set-header X-Forwarded-Proto https\n" if rule else ""
+    return ("global\n    nbthread 1\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n"
+            f"    timeout server 30s\nfrontend fe\n    {bind}\n{rule_line}    default_backend be\n"
+            f"backend be\n    http-reuse always\n    server nginx 127.0.0.1:{backend}\n")
+
+
+def _read_response(sock: socket.socket, buf: bytes) -> bytes:
+    """Read one response with a Content-Length body; returns what follows it."""
+    while True:
+        end = buf.find(b"\r\n\r\n")
+        if end >= 0:
+            m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", buf[:end + 2])
+            if m is None:
+                raise SystemExit("response without Content-Length")
+            total = end + 4 + int(m.group(1))
+            if len(buf) >= total:
+                return buf[total:]
+        data = sock.recv(65536)
+        if not data:
+            raise SystemExit("connection closed before the response ended")
+        buf += data
+
+
+def client(port: int, n: int, mode: str) -> None:
+    ctx = None
+    if mode == "tls":
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if mode == "close":
+        for _ in range(n):
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.sendall(REQ_CLOSE)
+                _read_response(s, b"")
+        return
+    raw = socket.create_connection(("127.0.0.1", port))
+    s = ctx.wrap_socket(raw, server_hostname="bench.test") if ctx else raw
+    buf = b""
+    for _ in range(n):
+        s.sendall(REQ)
+        buf = _read_response(s, buf)
+    s.close()
+
+
+def by_object(out_file: Path, n: int) -> list[tuple[str, float]]:
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(out_file)],
+                          capture_output=True, text=True).stdout
+    totals: collections.Counter[str] = collections.Counter()
+    _, _, functions = text.partition("file:function")  # skip the summary lines above the per-function table
+    for line in functions.splitlines():
+        m = re.match(r"\s*([\d,]+) \(.*?\)\s+(.*)", line)
+        if not m:
+            continue
+        ob = re.search(r"\[(.*?)\]\s*$", m.group(2))
+        name = ob.group(1).rsplit("/", 1)[-1] if ob else "libpython (inlined)"
+        totals[name] += int(m.group(1).replace(",", ""))
+    return [(k, v / n) for k, v in totals.most_common(8)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--mode", choices=("ka", "close", "tls"), default="ka")
+    ap.add_argument("--rule", action="store_true", help="add http-request set-header X-Forwarded-Proto https")
+    ap.add_argument("-n", type=int, default=400, help="requests counted (default 400)")
+    ap.add_argument("--src", help="PYTHONPATH for the proxy (another source tree)")
+    ap.add_argument("--port", type=int, default=8795)
+    ap.add_argument("--backend-port", type=int, default=9095)
+    args = ap.parse_args(argv)
+    base.ensure_tools(["nginx", "valgrind"])
+    procs = base.Procs()
+    with tempfile.TemporaryDirectory(prefix="balancier-instr-") as tmp:
+        work = Path(tmp)
+        try:
+            (work / "nginx.conf").write_text(base.nginx_conf(work, [args.backend_port]))
+            nginx = procs.start("nginx", [base.tool("nginx"), "-p", str(work), "-c", str(work / "nginx.conf"),
+                                          "-g", "daemon off;"], work / "nginx.out")
+            base.wait_listening(args.backend_port, nginx, "nginx")
+            pem = None
+            if args.mode == "tls":
+                import trustme
+
+                pem = work / "site.pem"
+                trustme.CA().issue_cert("bench.test").private_key_and_cert_chain_pem.write_to_path(str(pem))
+            (work / "proxy.cfg").write_text(config(args.port, args.backend_port, pem, args.rule))
+            out = work / "callgrind.out"
+            env = dict(os.environ, PYTHONPATH=args.src) if args.src else None
+            with open(work / "proxy.log", "wb") as log:
+                proxy = subprocess.Popen(
+                    ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
+                     sys.executable, "-m", "balancier", "proxy", "-db", "-f", str(work / "proxy.cfg")],
+                    stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            procs.procs.append(("proxy", proxy))
+            base.wait_listening(args.port, proxy, "proxy under valgrind", timeout=180)
+            client(args.port, 50, args.mode)  # warm-up: imports, pools, caches
+            subprocess.run(["callgrind_control", "-i", "on", str(proxy.pid)], capture_output=True, check=True)
+            t0 = time.monotonic()
+            client(args.port, args.n, args.mode)
+            subprocess.run(["callgrind_control", "-i", "off", str(proxy.pid)], capture_output=True, check=True)
+            elapsed = time.monotonic() - t0
+            proxy.send_signal(2)
+            proxy.wait(60)
+            m = re.search(r"^totals:\s*(\d+)", out.read_text(errors="replace"), re.M)
+            if m is None:
+                raise SystemExit(f"no totals in {out}")
+            per = int(m.group(1)) / args.n
+            label = args.mode + (" + set-header rule" if args.rule else "")
+            print(f"{label}: {per:,.0f} instructions per request ({args.n} requests, {elapsed:.0f} s under valgrind)")
+            for name, v in by_object(out, args.n):
+                print(f"  {v:10,.0f}  {name}")
+        finally:
+            procs.stop_all()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
