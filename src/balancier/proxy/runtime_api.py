@@ -493,10 +493,32 @@ def hooks_for_runtime(rt: Any) -> RuntimeHooks:
     def shutdown(server: Server) -> int:
         victims = [st for st in list(rt.streams) if getattr(st, "srv", None) is server]
         for st in victims:
-            st.hard_close()
+            kill_stream(st)
         return len(victims)
 
     return RuntimeHooks(sessions=sessions, shutdown_sessions=shutdown)
+
+
+def kill_stream(st: Any) -> None:
+    """End one stream the way HAProxy's `shutdown sessions` does (termination code `K`, one log line).
+
+    An HTTP stream still waiting for its server's response head gets the 502 page and logs `KC--` / `KH--` (HAProxy
+    2.6: `... 502 209 - - KH-- ...`); once response bytes went to the client nothing valid can follow, so the
+    connection is cut and logged `KD--`. A TCP stream is cut and logged `KD` (its own `hard_close`)."""
+    from balancier.proxy.serverside import CONNECTING, R_HEAD, TUNNEL, TURNAROUND
+
+    if not hasattr(st, "rstate"):  # TcpStream
+        st.hard_close()
+        return
+    if st.phase in (TURNAROUND, CONNECTING):
+        b = "C"
+    elif st.phase != TUNNEL and st.rstate == R_HEAD and not st.resp_started:
+        b = "H"
+    else:
+        st._abort("K", "D")
+        return
+    st._drop_sconn(abort=True)
+    st._fail(502, "K", b)
 
 
 def info_for_runtime(rt: Any, started_wall: float, started_mono: float, version: str,

@@ -454,3 +454,53 @@ def test_hooks_for_runtime_list_and_close_streams(world: World) -> None:
     world.frontends["fe"].stot, world.frontends["fe"].req_tot = 5, 8
     info = info_for_runtime(rt, 1_700_000_000.0, 0.0, "0.1.0")()
     assert (info.maxconn, info.curr_conns, info.cum_conns, info.cum_req, info.jobs) == (500, 2, 5, 8, 2)
+
+
+@pytest.mark.parametrize(
+    ("phase", "rstate", "resp_started", "calls"),
+    [
+        ("CONNECTING", "R_HEAD", False, [("drop", True), ("fail", 502, "K", "C")]),
+        ("TURNAROUND", "R_HEAD", False, [("drop", True), ("fail", 502, "K", "C")]),
+        ("ACTIVE", "R_HEAD", False, [("drop", True), ("fail", 502, "K", "H")]),
+        ("ACTIVE", "R_HEAD", True, [("abort", "K", "D")]),  # only an interim response went out
+        ("ACTIVE", "R_BODY", True, [("abort", "K", "D")]),
+        ("TUNNEL", "R_HEAD", False, [("abort", "K", "D")]),
+    ],
+)
+def test_kill_stream_ends_http_streams_like_haproxy(phase: str, rstate: str, resp_started: bool,
+                                                    calls: list[tuple[object, ...]]) -> None:
+    """`shutdown sessions`: 502 + `KC`/`KH` before any response byte went out, else the connection is cut (`KD`)."""
+    from balancier.proxy import serverside
+    from balancier.proxy.runtime_api import kill_stream
+
+    seen: list[tuple[object, ...]] = []
+
+    class Http:
+        def __init__(self) -> None:
+            self.phase, self.rstate = getattr(serverside, phase), getattr(serverside, rstate)
+            self.resp_started = resp_started
+
+        def _drop_sconn(self, abort: bool) -> None:
+            seen.append(("drop", abort))
+
+        def _fail(self, status: int, a: str, b: str) -> None:
+            seen.append(("fail", status, a, b))
+
+        def _abort(self, a: str, b: str) -> None:
+            seen.append(("abort", a, b))
+
+    kill_stream(Http())
+    assert seen == calls
+
+
+def test_kill_stream_tcp_uses_its_hard_close() -> None:
+    from balancier.proxy.runtime_api import kill_stream
+
+    seen: list[str] = []
+
+    class Tcp:
+        def hard_close(self) -> None:
+            seen.append("hard_close")
+
+    kill_stream(Tcp())
+    assert seen == ["hard_close"]
