@@ -438,7 +438,23 @@ def _normalise(raw: str) -> str:
     return f"<{int(raw[1:raw.index('>')])}>" + re.sub(r"check duration: \d+ms", "check duration: Nms", msg)
 
 
-def test_health_log_lines_match_haproxy(proxy_factory):
+def _servers_state(sock: str) -> list[list[str]]:
+    """`show servers state` over the socket, split in fields, with srv_time_since_last_change blanked."""
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(5)
+        c.connect(sock)
+        c.sendall(b"show servers state\n")
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    rows = [line.split(" ") for line in data.decode().splitlines() if line]
+    for r in rows[2:]:
+        r[9] = "T"
+    return rows
+
+
+@pytest.mark.parametrize("log_health_checks", [False, True], ids=["plain", "log-health-checks"])
+def test_health_log_lines_match_haproxy(proxy_factory, tmp_path, log_health_checks):
     if shutil.which("haproxy") is None:
         pytest.skip("Debian's haproxy is not installed: the differential needs the reference implementation")
     ok = ThreadStub(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").listen()
@@ -446,11 +462,13 @@ def test_health_log_lines_match_haproxy(proxy_factory):
     later = ThreadStub(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n")  # refused at first
     maint = ThreadStub(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").listen()
     receivers = {impl: SyslogReceiver() for impl in ("haproxy", "balancier")}
+    sockets = {impl: str(tmp_path / f"{impl}.sock") for impl in receivers}
     try:
         for impl, rcv in receivers.items():
             cfg = f"""
 global
     log {rcv.address} local3
+    stats socket {sockets[impl]} level admin
 defaults
     log global
     mode http
@@ -460,6 +478,7 @@ defaults
 listen esup-proxy
     bind 127.0.0.1:{free_port()}
     option httpchk
+{"    option log-health-checks" if log_health_checks else ""}
     balance roundrobin
     server ents3 127.0.0.1:{ok.port} weight 256 check inter 200 rise 1 fall 3
     server ents2 127.0.0.1:{bad.port} weight 128 check inter 200 rise 1 fall 3
@@ -481,19 +500,35 @@ listen esup-proxy
         time.sleep(0.3)
         got = {impl: [_normalise(x) for x in rcv.lines] for impl, rcv in receivers.items()}
         assert got["balancier"] == got["haproxy"]
-        assert got["haproxy"] == [
-            '<153>Server esup-proxy/ents2 is DOWN, reason: Layer7 wrong status, code: 500, info: "Internal Server '
-            'Error", check duration: Nms. 2 active and 1 backup servers left. 0 sessions active, 0 requeued, 0 '
-            'remaining in queue.',
-            '<153>Server esup-proxy/ents1 is DOWN, reason: Layer4 connection problem, info: "Connection refused", '
-            'check duration: Nms. 1 active and 1 backup servers left. 0 sessions active, 0 requeued, 0 remaining in '
-            'queue.',
-            "<157>Server esup-proxy/ents1 is UP, reason: Layer7 check passed, code: 200, check duration: Nms. 2 "
-            "active and 1 backup servers online. 0 sessions requeued, 0 total in queue.",
-            '<153>Server esup-proxy/ents3 is DOWN, reason: Layer4 connection problem, info: "Connection refused", '
-            'check duration: Nms. 1 active and 1 backup servers left. 0 sessions active, 0 requeued, 0 remaining in '
-            'queue.',
-        ]
+        if log_health_checks:
+            # every change of check status or health is logged too, with the health as `status: X/Y`; the
+            # `Server ... is DOWN/UP` lines then leave the reason out
+            assert '<157>Health check for server esup-proxy/ents3 failed, reason: Layer4 connection problem, info: ' \
+                   '"Connection refused", check duration: Nms, status: 2/3 UP.' in got["haproxy"]
+            assert any(x.startswith("<153>Server esup-proxy/ents3 is DOWN. ") for x in got["haproxy"]), got
+        else:
+            assert got["haproxy"] == [
+                '<153>Server esup-proxy/ents2 is DOWN, reason: Layer7 wrong status, code: 500, info: "Internal Server '
+                'Error", check duration: Nms. 2 active and 1 backup servers left. 0 sessions active, 0 requeued, 0 '
+                'remaining in queue.',
+                '<153>Server esup-proxy/ents1 is DOWN, reason: Layer4 connection problem, info: "Connection refused", '
+                'check duration: Nms. 1 active and 1 backup servers left. 0 sessions active, 0 requeued, 0 remaining in '
+                'queue.',
+                "<157>Server esup-proxy/ents1 is UP, reason: Layer7 check passed, code: 200, check duration: Nms. 2 "
+                "active and 1 backup servers online. 0 sessions requeued, 0 total in queue.",
+                '<153>Server esup-proxy/ents3 is DOWN, reason: Layer4 connection problem, info: "Connection refused", '
+                'check duration: Nms. 1 active and 1 backup servers left. 0 sessions active, 0 requeued, 0 remaining in '
+                'queue.',
+            ]
+        # the same scenario seen through `show servers state`: operational state, check result, health and check
+        # state of every server, field for field (only the seconds since the last change depend on timing)
+        states = {impl: _servers_state(sock) for impl, sock in sockets.items()}
+        assert states["balancier"] == states["haproxy"]
+        rows = {r[3]: r for r in states["haproxy"][2:]}
+        # srv_op_state, srv_check_status, srv_check_result, srv_check_health: ents3 and ents2 stopped after
+        # failed checks (L4CON = 8, L7STS = 17), ents1 and the backup running at full health (L7OK = 15)
+        assert [(rows[n][5], rows[n][10], rows[n][11], rows[n][12]) for n in ("ents3", "ents2", "ents1")] == [
+            ("0", "8", "2", "0"), ("0", "17", "2", "0"), ("2", "15", "3", "3")]
     finally:
         for stub in (ok, bad, later, maint):
             stub.refuse()

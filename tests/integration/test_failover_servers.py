@@ -1,5 +1,6 @@
 """Server failover through real health checks: a killed server is detected, clients never see the window, it
-rejoins after `rise` checks, the backup answers when every active server is down, and MAINT receives nothing.
+rejoins after `rise` checks, the backup answers when every active server is down (and 503 `<NOSRV>` when it is
+down too), and MAINT receives nothing. Each scenario runs behind balancier and behind Debian's haproxy.
 
 Farm: the reference deployment's shape (weights 256/128/1 + a backup) on loopback portal backends, with faster
 checks (`inter 200 rise 2 fall 3`) so the test runs in seconds. Clients open one connection per request.
@@ -12,6 +13,7 @@ The test waits for every server to reach full health first (the first checks are
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -90,20 +92,30 @@ def _wait_full_health(sock: str, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _propagated() -> None:
+    """Give a state change logged by the checking worker time to reach the other workers (milliseconds; HAProxy's
+    threads share it at once)."""
+    time.sleep(0.2)
+
+
 def _get(port: int) -> tuple[int, str | None]:
     with RawConnection("127.0.0.1", port, timeout=5.0) as c:
         r = c.request(build_request("GET", "/", headers=[("Connection", "close")]))
     return r.status, r.header("X-Served-By")
 
 
-@pytest.fixture
-def farm(proxy_factory: ProxyFactory, backend_factory: BackendFactory, syslog_receiver: SyslogReceiver, tmp_path):
+@pytest.fixture(params=["balancier"])
+def farm(request, proxy_factory: ProxyFactory, backend_factory: BackendFactory, syslog_receiver: SyslogReceiver,
+         tmp_path):
+    """The farm behind balancier; tests parametrized indirectly with "haproxy" run it behind Debian's haproxy."""
+    if request.param == "haproxy" and shutil.which("haproxy") is None:
+        pytest.skip("Debian's haproxy is not installed: the reference run needs it")
     backends = {n: backend_factory(n) for n in NAMES}
     sock = str(tmp_path / "admin.sock")
     from support.backends import free_port
 
     port = free_port()
-    proxy = proxy_factory(_config(backends, syslog_receiver, port, sock))
+    proxy = proxy_factory(_config(backends, syslog_receiver, port, sock), impl=request.param)
     _wait_full_health(sock)
     return proxy, port, backends, syslog_receiver, sock
 
@@ -117,14 +129,14 @@ def _event(syslog: SyslogReceiver, text: str, timeout: float) -> float:
 class _Loop:
     """CLIENTS threads sending one request per connection until stopped (bounded in count and time)."""
 
-    def __init__(self, port: int, max_requests: int = 4000, max_seconds: float = 10.0) -> None:
+    def __init__(self, port: int, max_requests: int = 4000, max_seconds: float = 10.0, clients: int = CLIENTS) -> None:
         self.port = port
         self.results: list[tuple[float, float, int, str | None]] = []  # start, end, status, served by
         self.errors: list[tuple[float, float, str]] = []
         self._stop = threading.Event()
         self._max = max_requests
         self._until = time.monotonic() + max_seconds
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
 
     def _run(self) -> None:
         while not self._stop.is_set() and len(self.results) + len(self.errors) < self._max \
@@ -147,6 +159,12 @@ class _Loop:
             t.join(15)
 
 
+# Every scenario also runs behind Debian's haproxy: the formulas, the no-failure promise, the backup and the 503 are
+# HAProxy's own behaviour, so the reference passes the same assertions.
+BOTH = pytest.mark.parametrize("farm", ["balancier", "haproxy"], indirect=True)
+
+
+@BOTH
 def test_killed_server_detected_in_fall_checks_and_clients_never_fail(farm) -> None:
     _proxy, port, backends, syslog, sock = farm
     syslog.clear()
@@ -155,10 +173,13 @@ def test_killed_server_detected_in_fall_checks_and_clients_never_fail(farm) -> N
         t_kill = time.monotonic()
         backends["ents3"].refuse()
         t_killed = time.monotonic()  # refuse() returns once the port is closed and its connections are cut
-        t_down = _event(syslog, "Server esup-proxy/ents3 is DOWN", timeout=5.0)
+        # one more client starting after the kill: its requests are all new ones sent during the detection window
+        # (the others may spend the window waiting on a request the dying server had accepted)
+        with _Loop(port, clients=1) as probe:
+            t_down = _event(syslog, "Server esup-proxy/ents3 is DOWN", timeout=5.0)
         time.sleep(0.3)  # traffic after the detection too
     detection = t_down - t_kill
-    print(f"detection time {detection * 1000:.0f} ms; formula: between {(FALL - 1) * INTER * 1000:.0f} and "
+    print(f"{_proxy.impl}: detection time {detection * 1000:.0f} ms; formula: between {(FALL - 1) * INTER * 1000:.0f} and "
           f"{FALL * INTER * 1000:.0f} ms (fall {FALL} x inter {INTER * 1000:.0f} ms)")
     assert (FALL - 1) * INTER - 0.05 <= detection <= FALL * INTER + SLACK, detection
     # No client saw the window: connect failures were retried on another server (redispatch). The only request
@@ -171,7 +192,10 @@ def test_killed_server_detected_in_fall_checks_and_clients_never_fail(farm) -> N
         (t_kill, t_killed, failed)
     assert len(failed) <= CLIENTS, failed
     assert len(loop.results) > 50
-    assert any(t0 > t_killed and t1 < t_down for t0, t1, _st, _by in loop.results)  # the window had traffic
+    # the window had traffic: requests sent between the kill and the detection, every one served elsewhere
+    in_window = [r for r in probe.results if t_killed < r[0] < t_down]
+    assert not probe.errors and len(in_window) >= 3, (probe.errors, len(in_window))
+    assert all(st == 200 and by in ("ents2", "ents1") for _t0, _t1, st, by in probe.results), probe.results
     # the redispatched requests are logged as such (`+` before the retry count) and served by someone else
     logs = [parse_httplog(parse_syslog(x).message) for x in syslog.lines if '"GET / HTTP/1.1"' in x]
     redispatched = [lg for lg in logs if lg.redispatched]
@@ -184,6 +208,7 @@ def test_killed_server_detected_in_fall_checks_and_clients_never_fail(farm) -> N
     assert not backends["ents3"].requests()
 
 
+@BOTH
 def test_server_rejoins_after_rise_checks(farm) -> None:
     _proxy, port, backends, syslog, sock = farm
     backends["ents2"].refuse()
@@ -193,30 +218,50 @@ def test_server_rejoins_after_rise_checks(farm) -> None:
     backends["ents2"].accept()
     t_up = _event(syslog, "Server esup-proxy/ents2 is UP", timeout=5.0)
     rejoin = t_up - t_back
-    print(f"rejoin time {rejoin * 1000:.0f} ms; formula: between {(RISE - 1) * INTER * 1000:.0f} and "
+    print(f"{_proxy.impl}: rejoin time {rejoin * 1000:.0f} ms; formula: between {(RISE - 1) * INTER * 1000:.0f} and "
           f"{RISE * INTER * 1000:.0f} ms (rise {RISE} x inter)")
     assert (RISE - 1) * INTER - 0.05 <= rejoin <= RISE * INTER + SLACK, rejoin
     served = Counter(_get(port)[1] for _ in range(50))
     assert served["ents2"] > 0, served
 
 
+@BOTH
 def test_backup_answers_when_every_active_is_down(farm) -> None:
     _proxy, port, backends, syslog, sock = farm
     for name in ("ents3", "ents2", "ents1"):
         backends[name].refuse()
     for name in ("ents3", "ents2", "ents1"):
         _event(syslog, f"Server esup-proxy/{name} is DOWN", timeout=5.0)
+    _propagated()
     assert any("has no server available" in x or "Running on backup" in x for x in syslog.lines)
     results = [_get(port) for _ in range(20)]
     assert results == [(200, "ent-maintenance")] * 20
     logs = [parse_httplog(parse_syslog(x).message) for x in syslog.lines if '"GET / HTTP/1.1"' in x]
     assert logs and logs[-1].server == "ent-maintenance"
+    # the backup dies too: nothing is usable, 503 from the proxy itself, `<NOSRV>` and `SC--` in the log, and the
+    # loss of the last server announced at emerg (local3 = 19, emerg = 0: PRI 152)
+    backends["ent-maintenance"].refuse()
+    raw = syslog.wait_for(lambda x: "proxy esup-proxy has no server available!" in x and "Backup Server" not in x,
+                          timeout=5.0)
+    assert raw.startswith("<152>"), raw
+    _propagated()
+    syslog.clear()
+    assert [_get(port)[0] for _ in range(3)] == [503] * 3
+    nosrv = [parse_httplog(parse_syslog(x).message)
+             for x in syslog.wait_count(lambda x: '"GET / HTTP/1.1"' in x, 3, timeout=5.0)]
+    assert {(lg.server, lg.status, lg.termination_state, lg.Tc) for lg in nosrv} == {("<NOSRV>", 503, "SC--", -1)}
+    backends["ent-maintenance"].accept()
+    _event(syslog, "Backup Server esup-proxy/ent-maintenance is UP", timeout=5.0)
+    _propagated()
+    assert [_get(port) for _ in range(3)] == [(200, "ent-maintenance")] * 3
     # the backup stops receiving new requests when an active server is back
     backends["ents1"].accept()
     _event(syslog, "Server esup-proxy/ents1 is UP", timeout=5.0)
+    _propagated()
     assert [_get(port) for _ in range(5)] == [(200, "ents1")] * 5
 
 
+@BOTH
 def test_maint_server_receives_nothing(farm) -> None:
     _proxy, port, backends, _syslog, sock = farm
     assert _cli(sock, "set server esup-proxy/ents3 state maint") == "\n"

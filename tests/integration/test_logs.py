@@ -177,7 +177,12 @@ listen esup-proxy
     server ents2 {b2.address} cookie s2 weight 1
 """, impl=impl)
         seen: dict[str, list[tuple[str, ...]]] = {}
+        # what the client is told (Set-Cookie, Cache-Control) and what the servers receive (Cookie), with the
+        # random session id blanked
+        wire: dict[str, tuple[list[str], list[str], list[tuple[str, str | None]]]] = {}
         for impl, port in ports.items():
+            b3.clear()
+            b2.clear()
             login = get("127.0.0.1", port, "/login?user=alice")
             cookies = [v.split(";")[0] for v in login.header_values("Set-Cookie")]
             name = mode_line.split()[1]
@@ -193,13 +198,25 @@ listen esup-proxy
                 assert m is not None, raw
                 rows.append((m["srv"], m["status"], m["term"], m["req"]))
             seen[impl] = rows
+            received = sorted((r.time, r.header("X-Served-By") or srv, r.header("Cookie"))
+                              for srv, b in (("ents3", b3), ("ents2", b2)) for r in b.requests())
+            wire[impl] = (_sid_blanked(login.header_values("Set-Cookie")),
+                          _sid_blanked(login.header_values("Cache-Control")),
+                          [(srv, _sid_blanked([c])[0] if c is not None else None) for _t, srv, c in received])
         assert seen["balancier"] == seen["haproxy"]
+        assert wire["balancier"] == wire["haproxy"]
+        assert len(wire["haproxy"][2]) == 4  # the login and the three returning requests reached a server
         # the login was load balanced and answered with a persistence cookie (inserted or rewritten/prefixed)
         assert seen["haproxy"][0][2][2:] in ("NI", "NR")
         assert seen["haproxy"][1][2][2] == "V"  # the returning client reached its server directly
     finally:
         for rcv in receivers.values():
             rcv.close()
+
+
+def _sid_blanked(values: list[str]) -> list[str]:
+    """The portal's session ids (32 hex digits, random per login) replaced by `<SID>`."""
+    return [re.sub(r"[0-9A-F]{32}", "<SID>", v) for v in values]
 
 
 def free_tcp_port() -> int:
