@@ -214,6 +214,57 @@ def test_maxconn_is_shared_out(proxy_factory, two_servers, tmp_path: Path) -> No
         second.close()
 
 
+def test_socket_commands_reach_every_worker(proxy_factory, two_servers, tmp_path: Path) -> None:
+    """Commands typed on the owner's stats socket act on every worker: `clear counters all` (the summed counters
+    go to 0), `set maxconn server` (no server event: each worker's own stats page shows the new limit) and
+    `shutdown sessions server` (requests in flight on any worker get HAProxy's 502)."""
+    a, _b = two_servers
+    port = free_port()
+    stats_port = free_port()
+    sock = tmp_path / "stats.sock"
+    stats = f"listen stats\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /stats\n"
+    p = proxy_factory(_cfg(port, sock, f"    server a {a.address} maxconn 50\n") + stats)
+    workers = wait_children(p.pid, 2)
+    assert len(workers) == 2, p.explain()
+    conns = _open(port, 30, workers)
+    try:
+        assert all(k > 0 for k in _spread(port, conns, workers).values())
+        _served_by(conns)
+        assert wait_for(lambda: stat_rows(str(sock))[("web", "FRONTEND")]["req_tot"] == str(len(conns)), 3.0)
+        assert cli(str(sock), "clear counters all") == "\n"
+        assert wait_for(lambda: stat_rows(str(sock))[("web", "FRONTEND")]["req_tot"] == "0", 2.0), \
+            stat_rows(str(sock))[("web", "FRONTEND")]
+
+        assert cli(str(sock), "set maxconn server web/a 7") == "\n"
+        page_conns = _open(stats_port, 12, workers)
+        try:
+            assert all(k > 0 for k in _spread(stats_port, page_conns, workers).values())
+            time.sleep(0.2)
+            for c in page_conns:  # each worker answers from its own view of the server
+                r = c.request(build_request("GET", "/stats;csv"))
+                assert r.status == 200, r
+                lines = r.body.decode().splitlines()
+                cols = lines[0].lstrip("# ").split(",")
+                row = next(dict(zip(cols, ln.split(","), strict=False)) for ln in lines[1:]
+                           if ln.startswith("web,a,"))
+                assert row["slim"] == "7", row
+        finally:
+            _close(page_conns)
+
+        assert cli(str(sock), "set maxconn server web/a 0") == "\n"  # unlimited again: nothing waits in a queue
+        time.sleep(0.2)
+        for c in conns:
+            c.send(build_request("GET", "/delay/4000"))
+        time.sleep(0.3)  # every request is at the server
+        t0 = time.monotonic()
+        assert cli(str(sock), "shutdown sessions server web/a") == "\n"
+        statuses = [c.read_response(timeout=3.0).status for c in conns]
+        assert statuses == [502] * len(conns), statuses
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        _close(conns)
+
+
 def test_prometheus_sums_workers(proxy_factory, two_servers, tmp_path: Path) -> None:
     a, b = two_servers
     port = free_port()

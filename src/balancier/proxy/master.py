@@ -526,7 +526,7 @@ class Master:
             owner = gen.workers.get(0)
             if owner is not None:
                 self._send(owner, msg)
-        elif t == "clear" and gen is not None and w.gen is gen:
+        elif t in ("clear", "kill") and gen is not None and w.gen is gen:
             for other in gen.workers.values():
                 if other is not w:
                     self._send(other, msg)

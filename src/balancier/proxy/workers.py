@@ -11,6 +11,10 @@ Rules:
   to the other workers, which apply them (sharedstate.apply): every worker sees a change within milliseconds,
   well within one check interval. A change asked on another worker (an admin action of the stats page) is
   applied there at once and forwarded to the owner through the master, which runs it and relays the result.
+  After any change it runs, the owner sends the states that changed at once (also for changes that fire no server
+  event, like `set maxconn server`), and relays `clear counters` and `shutdown sessions server` so every worker
+  does them on its own counters and streams. `show sess` lists the streams of the worker serving the socket
+  (the owner's): the others' are not gathered.
 - Counters: each worker publishes its counters into its shared-memory slot (sharedstate.CounterSlot) within
   `CHANGE_POLL` (10 ms) of a change of its frontends' counters, at least every `sharedstate.PUBLISH_INTERVAL`
   seconds, and when it stops; views sum the slots.
@@ -113,6 +117,20 @@ class ForwardingApi(RuntimeApi):
                 self.channel.send({"t": "clear", "all": words[2:3] == ["all"]})
             return out
         return super().run(words, sess)
+
+
+class OwnerApi(RuntimeApi):
+    """The runtime API of the state owner (its stats sockets and stats page): after a change, the states that
+    changed go to the other workers at once (a change that fires no server event, like `set maxconn server`,
+    included), and `clear counters` / `shutdown sessions server` are relayed so that every worker does them."""
+
+    worker: _Worker | None = None
+
+    def run(self, words: list[str], sess: Session) -> str:
+        out = super().run(words, sess)
+        if not out and words and self.worker is not None:
+            self.worker.after_change(words)
+        return out
 
 
 class _Worker:
@@ -230,7 +248,7 @@ class _Worker:
         if self.slot is not None:
             view.totals = self.slot.totals
         info = info_for_runtime(rt, time.time(), time.monotonic(), __version__, view=view, nbthread=ctx.count)
-        api_cls = RuntimeApi if self.owner else ForwardingApi
+        api_cls = OwnerApi if self.owner else ForwardingApi
         if rt.serves_stats():
             import balancier.proxy.statsapplet  # noqa: F401  (imported before a chroot)
 
@@ -238,12 +256,15 @@ class _Worker:
                                hooks=hooks_for_runtime(rt), view=view)
             if isinstance(page_api, ForwardingApi):
                 page_api.channel = self.channel
+            else:
+                page_api.worker = self
             rt.attach_stats(view, info, page_api)
         if not self.owner:
             return
         for sock_cfg in g.stats_sockets:
-            api = RuntimeApi(backends, rt.frontends, info, sock_cfg.level, proxies=ctx.config.proxies,
-                             hooks=hooks_for_runtime(rt), view=view)
+            api = OwnerApi(backends, rt.frontends, info, sock_cfg.level, proxies=ctx.config.proxies,
+                           hooks=hooks_for_runtime(rt), view=view)
+            api.worker = self
             self.owner_api = self.owner_api or api
             server = StatsSocketServer(sock_cfg.address, sock_cfg.mode if sock_cfg.mode is not None else 0o600,
                                        sock_cfg.level, api, timeout=g.stats_timeout / 1000, maxconn=g.stats_maxconn,
@@ -255,8 +276,9 @@ class _Worker:
                                  f"{e.strerror}") from None
             self.stats_servers.append(server)
         if self.owner_api is None:
-            self.owner_api = RuntimeApi(backends, rt.frontends, info, "admin", proxies=ctx.config.proxies,
-                                        hooks=hooks_for_runtime(rt), view=view)
+            self.owner_api = OwnerApi(backends, rt.frontends, info, "admin", proxies=ctx.config.proxies,
+                                      hooks=hooks_for_runtime(rt), view=view)
+            self.owner_api.worker = self
 
     # --- state owner --------------------------------------------------------------------------------------------
     def _on_event(self, ev: Any) -> None:
@@ -270,6 +292,33 @@ class _Worker:
             return
         self.sent[key] = snap
         self.channel.send({"t": "state", "snap": snap})
+
+    def after_change(self, words: list[str]) -> None:
+        """The owner ran a command that succeeded (its socket, its page, or one forwarded by another worker)."""
+        if words[:2] == ["clear", "counters"]:
+            self.channel.send({"t": "clear", "all": words[2:3] == ["all"]})
+            return
+        if words[0] not in _CHANGE_WORDS or self.rt is None:
+            return
+        if words[:3] == ["shutdown", "sessions", "server"] and len(words) > 3 and "/" in words[3]:
+            be, _, srv = words[3].partition("/")
+            self.channel.send({"t": "kill", "be": be, "srv": srv})
+        for be_route in self.rt.backends.values():  # only what changed goes out (_send_state compares)
+            for s in be_route.backend.servers:
+                self._send_state(s)
+
+    def _kill_sessions(self, be_name: str, srv_name: str) -> None:
+        from balancier.proxy.runtime_api import kill_stream
+
+        be = self.rt.backends.get(be_name)
+        if be is None:
+            return
+        try:
+            server = be.backend.server(srv_name)
+        except KeyError:
+            return
+        for st in [st for st in list(self.rt.streams) if getattr(st, "srv", None) is server]:
+            kill_stream(st)
 
     def _sync_states(self) -> None:
         if self.rt is None or self.rt.done.done() or self.reloading:
@@ -325,6 +374,8 @@ class _Worker:
             self.owner_api.execute(msg["line"], Session(level="admin"))
         elif t == "clear":
             self._clear(bool(msg.get("all")))
+        elif t == "kill":
+            self._kill_sessions(str(msg.get("be")), str(msg.get("srv")))
         elif t == "stop":
             self.reloading = True
             for server in self.stats_servers:
