@@ -257,10 +257,12 @@ def _unpack(cib: Cib, now: float) -> World:
     fence = fence_reasons(cib)
     mode = "normal"
     online = [n for n in conf.nodes if cib.node(n).online]
-    if len(conf.nodes) == 2 and any(not cib.node(n).seen_peer for n in online):
-        mode = "wait"
-    elif not cib.have_quorum and opts.no_quorum_policy != "ignore":
+    # a partition without quorum follows no-quorum-policy first (stop is the stricter rule); a two-node cold
+    # start that has not seen its peer yet (wait_for_all) only keeps what already runs
+    if not cib.have_quorum and opts.no_quorum_policy != "ignore":
         mode = opts.no_quorum_policy
+    elif len(conf.nodes) == 2 and any(not cib.node(n).seen_peer for n in online):
+        mode = "wait"
     w = World(cib=cib, now=now, conf=conf, nodes=list(conf.nodes), eligible=eligible, fence=fence, mode=mode)
     w.assigned_count = {n: 0 for n in conf.nodes}
     if mode == "wait":

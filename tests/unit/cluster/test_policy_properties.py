@@ -228,3 +228,19 @@ def test_quorum_stop_starts_nothing(cib: Cib) -> None:
     t = schedule(cib, 0.0)
     assert not [a for a in t.actions if a.kind == "start"]
     assert all(v is None for v in t.placement.values())
+
+
+def test_no_quorum_stop_wins_over_wait_for_all() -> None:
+    """Found by test_quorum_stop_starts_nothing: a node of a two-node cluster that has not seen its peer since it
+    started (wait_for_all) and has no quorum, with no-quorum-policy=stop, stops what runs there; wait_for_all
+    alone would only keep it."""
+    conf = CibConfiguration(nodes=("n1", "n2"), resources=(ResourceConfig("r0", "balancier:dummy"),),
+                            options=ClusterOptions(no_quorum_policy="stop"))
+    cib = C.set_node_online(C.from_configuration(conf), "n1", True, seen_peer=False)
+    cib = C.record_op(C.record_op(cib, OpResult("r0", "n1", "probe", 7)), OpResult("r0", "n1", "start", 0))
+    t = schedule(C.set_quorum(cib, False), 0.0)
+    assert t.placement["r0"] is None
+    assert [(a.kind, a.resource, a.node) for a in t.actions if a.kind in ("start", "stop")] == [("stop", "r0", "n1")]
+    waiting = schedule(C.set_quorum(cib, True), 0.0)  # with quorum, wait_for_all keeps it where it runs
+    assert waiting.placement["r0"] == "n1"
+    assert not [a for a in waiting.actions if a.kind in ("start", "stop")]
