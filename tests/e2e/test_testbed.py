@@ -89,7 +89,9 @@ def test_link_down_and_up(tb: Testbed) -> None:
         assert ping(tb, "client", "ents1") == 0
     finally:
         tb.link_up("ents1")
-    assert ping(tb, "client", "ents1") == 1
+    # the first echo after the link comes back can be lost while the client's neighbour entry for ents1, failed
+    # during the outage, is resolved again: the link is up when an echo gets through within a few seconds
+    assert any(ping(tb, "client", "ents1") == 1 for _ in range(5)), "ents1 unreachable 5 s after link up"
 
 
 def test_stale_beds_of_a_dead_run_are_removed_but_not_live_ones(tb: Testbed) -> None:
