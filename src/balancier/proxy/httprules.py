@@ -112,8 +112,8 @@ def _appendable(rule: HttpRule) -> tuple[bytes, str] | None:
     except KeyError:
         pass
     ok = rule.name.lower() not in _DERIVED and _PLAIN_VALUE_RE.fullmatch(rule.value) is not None
-    line = f"{rule.name}: {rule.value}\r\n"
-    out = _APPENDABLE[key] = (line.encode("latin-1"), line) if ok else None
+    line = _field_line(rule)
+    out = _APPENDABLE[key] = (line, line.decode("latin-1")) if ok else None
     return out
 
 

@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -109,6 +110,19 @@ def on_release(backend: Backend, server: Server) -> None:
         if p.server is not None:
             backend.requeue_changed(server)
         p.waiter.dequeued(server)
+
+
+def set_maxconn(server: Server, maxconn: int) -> None:
+    """`set maxconn server`: the new limit (a minconn equal to the old maxconn follows it: the server had no
+    dynamic range), then the slots a higher limit frees go to the server's and the backend's waiters."""
+    cfg = server.cfg
+    if cfg.minconn and cfg.minconn == cfg.maxconn:
+        server.cfg = dataclasses.replace(cfg, maxconn=maxconn, minconn=maxconn)
+    else:
+        server.cfg = dataclasses.replace(cfg, maxconn=maxconn)
+    backend = server.backend
+    backend.requeue_changed(server)
+    on_release(backend, server)
 
 
 def wake_backend(backend: Backend) -> None:

@@ -29,7 +29,6 @@ Public API:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 import weakref
@@ -433,16 +432,9 @@ class RuntimeApi:
         v = _parse_int(w[4], "maxconn string empty or preceded by garbage", "Trailing garbage in maxconn string")
         if v < 0:
             raise _Error("maxconn must be 0 (unlimited) or a positive number.\n")
-        cfg = s.cfg
-        if cfg.minconn and cfg.minconn == cfg.maxconn:
-            s.cfg = dataclasses.replace(cfg, maxconn=v, minconn=v)
-        else:
-            s.cfg = dataclasses.replace(cfg, maxconn=v)
         from balancier.proxy import queue as squeue
 
-        be = s.backend
-        be.requeue_changed(s)
-        squeue.on_release(be, s)  # a higher limit frees slots for the server's and the backend's waiters
+        squeue.set_maxconn(s, v)
         return ""
 
     def _shutdown_sessions(self, s: Server) -> str:

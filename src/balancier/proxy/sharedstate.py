@@ -13,7 +13,8 @@ Rules:
   A reload starts a new area: counters restart at 0 after a reload, as HAProxy's do.
 - Server state. ``snapshot(server)`` is everything that defines a server's state (operational state, health
   counter, admin state, user weight, check details, whether checks are enabled, the configured weight and
-  ``disabled`` it was derived from, the maxconn/minconn in force). ``apply(backend, server, snap)`` makes a server look like the snapshot through
+  ``disabled`` it was derived from, the maxconn in force). ``apply(backend, server, snap)`` makes a server look like
+  the snapshot through
   ``Backend.set_op/set_admin/set_weight`` (so balancers, logs and views follow); check details are copied as they
   are. ``carry_over(snap, server)`` is the reload rule: admin state and user weight survive only when they were
   changed at run time (they differ from what the old configuration said) and, for the weight, when the configured
@@ -225,7 +226,7 @@ def snapshot(s: Any) -> dict[str, Any]:
         "health": hs.health if hs is not None else None, "hup": hs.up if hs is not None else None,
         "chk": bool(getattr(s, "check_enabled", False)), "cs": s.check_status, "cc": s.check_code,
         "ci": s.check_info, "cd": s.check_duration, "chkfail": s.chkfail, "chkdown": s.chkdown,
-        "iw": s.cfg.weight, "dis": bool(s.cfg.disabled), "mx": s.cfg.maxconn, "mn": s.cfg.minconn,
+        "iw": s.cfg.weight, "dis": bool(s.cfg.disabled), "mx": s.cfg.maxconn,
     }
 
 
@@ -250,14 +251,10 @@ def apply(backend: Any, s: Any, snap: dict[str, Any], *, check_details: bool = T
     if op != s.op:
         backend.set_op(s, op, "changed by the state owner")
     mx = snap.get("mx", s.cfg.maxconn)
-    if mx != s.cfg.maxconn:  # `set maxconn server` on the owner
-        import dataclasses
-
+    if mx != s.cfg.maxconn:  # `set maxconn server` on the owner: the same change here
         from balancier.proxy import queue as squeue
 
-        s.cfg = dataclasses.replace(s.cfg, maxconn=mx, minconn=snap.get("mn", s.cfg.minconn))
-        backend.requeue_changed(s)
-        squeue.on_release(backend, s)  # a higher limit frees slots for this worker's waiters
+        squeue.set_maxconn(s, mx)
     if check_details:
         s.check_status = snap.get("cs", s.check_status)
         s.check_code = snap.get("cc", s.check_code)

@@ -307,18 +307,15 @@ class _Worker:
             for s in be_route.backend.servers:
                 self._send_state(s)
 
-    def _kill_sessions(self, be_name: str, srv_name: str) -> None:
-        from balancier.proxy.runtime_api import kill_stream
-
+    def _server(self, be_name: str, srv_name: str) -> tuple[Any, Any] | None:
+        """(backend, server) of this worker's runtime by names, None when this configuration has no such one."""
         be = self.rt.backends.get(be_name)
         if be is None:
-            return
+            return None
         try:
-            server = be.backend.server(srv_name)
+            return be.backend, be.backend.server(srv_name)
         except KeyError:
-            return
-        for st in [st for st in list(self.rt.streams) if getattr(st, "srv", None) is server]:
-            kill_stream(st)
+            return None
 
     def _sync_states(self) -> None:
         if self.rt is None or self.rt.done.done() or self.reloading:
@@ -358,24 +355,26 @@ class _Worker:
         rt = self.rt
         if t == "state":
             snap = msg["snap"]
-            be = rt.backends.get(snap["be"])
-            if be is None:
-                return
-            try:
-                s = be.backend.server(snap["srv"])
-            except KeyError:
+            found = self._server(snap["be"], snap["srv"])
+            if found is None:
                 return
             self.applying = True
             try:
-                sharedstate.apply(be.backend, s, snap)
+                sharedstate.apply(found[0], found[1], snap)
             finally:
                 self.applying = False
         elif t == "cmd" and self.owner and self.owner_api is not None:
             self.owner_api.execute(msg["line"], Session(level="admin"))
         elif t == "clear":
             self._clear(bool(msg.get("all")))
-        elif t == "kill":
-            self._kill_sessions(str(msg.get("be")), str(msg.get("srv")))
+        elif t == "kill":  # `shutdown sessions server` relayed by the owner: this worker's own streams
+            found = self._server(str(msg.get("be")), str(msg.get("srv")))
+            if found is not None:
+                from balancier.proxy.runtime_api import hooks_for_runtime
+
+                shutdown = hooks_for_runtime(rt).shutdown_sessions
+                assert shutdown is not None
+                shutdown(found[1])
         elif t == "stop":
             self.reloading = True
             for server in self.stats_servers:
