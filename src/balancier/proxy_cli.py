@@ -12,36 +12,13 @@ Rules:
 from __future__ import annotations
 
 import argparse
-import socket
 import sys
 from collections.abc import Iterable
 from typing import TextIO
 
-from balancier.proxy.statsock import parse_address
+from balancier.proxy.statsock import query
 
 _FAILURES = ("Permission denied", "Unknown command")
-
-
-def query(address: str, line: str, timeout: float = 10.0) -> str:
-    """Send one command line, return the whole answer."""
-    kind, target = parse_address(address)
-    if kind == "unix":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    else:
-        family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-    with sock:
-        sock.settimeout(timeout)
-        sock.connect(target)
-        sock.sendall(line.rstrip("\n").encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        chunks = []
-        while True:
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def run_lines(address: str, lines: Iterable[str], out: TextIO, timeout: float = 10.0) -> int:

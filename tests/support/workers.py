@@ -120,11 +120,4 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.05) -> bo
 
 def master_command(path: str, command: str = "reload", timeout: float = 30.0) -> str:
     """One command on a master CLI socket (`-S path`), the whole answer (`reload` answers `Success=1`...)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(path)
-        s.sendall(command.encode() + b"\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    return data.decode()
+    return cli(path, command, timeout)

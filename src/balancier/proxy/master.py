@@ -729,21 +729,13 @@ def serve_master(args: argparse.Namespace, config: Any, workers: int) -> int:
 def reload_command(args: argparse.Namespace) -> int:
     """`balancier proxy reload -S SOCK | -p PIDFILE [-f FILE...]`: 0 when the reload succeeded, else 1."""
     if args.master_socket:
+        from balancier.proxy.statsock import query
+
         try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(60.0)
-                s.connect(args.master_socket)
-                s.sendall(b"reload\n")
-                data = b""
-                while True:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+            text = query("unix@" + args.master_socket, "reload", timeout=60.0)
         except OSError as e:
             sys.stderr.write(f"cannot reach the master socket '{args.master_socket}': {e.strerror or e}\n")
             return 1
-        text = data.decode(errors="replace")
         head, _, body = text.partition("--\n")
         ok = head.strip() == "Success=1"
         out = sys.stdout if ok else sys.stderr

@@ -18,6 +18,7 @@ Rules (spec/haproxy.md §14):
 
 Public API:
     bind_listening(path_or_addr, mode=0o600) -> socket.socket (bound, listening, non-blocking)
+    query(address, line, timeout=10.0) -> str (the client side: one line, the whole answer)
     StatsSocketServer(path_or_addr, mode=0o600, level="admin", api, *, timeout=10.0, maxconn=10, sock=None)
         async start(); async stop(); .address (path, or (host, port) once bound); .connections
     parse_address(text) -> ("unix", path) | ("tcp", (host, port))
@@ -139,6 +140,28 @@ class _CliProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+
+
+def query(address: str, line: str, timeout: float = 10.0) -> str:
+    """Send one command line, return the whole answer."""
+    kind, target = parse_address(address)
+    if kind == "unix":
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    else:
+        family = socket.AF_INET6 if ":" in target[0] else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    with sock:
+        sock.settimeout(timeout)
+        sock.connect(target)
+        sock.sendall(line.rstrip("\n").encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 def bind_listening(path_or_addr: str, mode: int | None = 0o600) -> socket.socket:
     """A listening stats socket made outside any event loop (by the master, before the workers exist)."""
