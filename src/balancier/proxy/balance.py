@@ -8,6 +8,18 @@ Rules (spec/haproxy.md §4):
 - ``roundrobin`` is HAProxy's FWRR (lb_fwrr.c): effective weight = uweight x 16; three trees ``init``/``curr``/``next``
   ordered by an integer key with ties in insertion order; the §4.2 pick, requeue, up-insertion, down-removal and
   weight-change rules, including setting aside saturated and avoided servers.
+- Cycle cache (FWRR): between two events, with no server of the group having a maxconn (so none can be saturated)
+  and no server to avoid, the next pick is a function of the state alone: the node fields, the scalars and the order
+  of each tree (sequence numbers only break ties, and a new entry always goes after the equal ones). So once a state
+  recurs, the picks since its first occurrence repeat forever. The state is compared at window boundaries (``curr``
+  and ``init`` empty, the next pick switches the trees); when the state of an earlier boundary comes back, the picks
+  between them are the cycle and ``pick`` serves them from a list, the real state left where it was. Any event
+  (``update`` that changes a weight, a pick with a server to avoid, ``served_changed`` of a server with a maxconn)
+  first brings the real state exactly to the cycle's position: restore the last checkpoint before it (states saved
+  every ``max(512, 16 x servers)`` picks while recording) and replay the picks since, then drops the cache and looks
+  for a cycle again. Bounds: a cycle is at most MAX_CYCLE picks (no cache when the window, ~ next_weight picks, is
+  longer), at most 2 x MAX_CYCLE picks are recorded and 8 windows watched; past that, the plain algorithm until the
+  next event. ``Fwrr(servers, cache=False)`` is the plain algorithm, and ``state()`` the canonical state either way.
 - ``static-rr`` and ``source`` use HAProxy's static map (lb_map.c): effective weight = ceil(uweight / gcd of all the
   backend's user weights); the map is rebuilt on every change; ``source`` = map[h mod total] with h the XOR of the
   address's 32-bit big-endian words (no hashing when a single server is usable). ``source`` ignores saturation and
@@ -21,16 +33,18 @@ Rules (spec/haproxy.md §4):
 Public API:
     make_group_balancer(algorithm, servers, wmult) -> GroupBalancer
     GroupBalancer.update(s), .served_changed(s), .pick(client_ip, avoid) -> server | None
+    Fwrr(servers, cache=True); .cached -> bool (picks served from a cycle); .state() -> canonical state tuple
     static_weight_divisor(uweights) -> int (gcd), source_hash(client_ip) -> int
 """
 
 from __future__ import annotations
 
 import socket
-from bisect import bisect_left, insort
-from collections.abc import Sequence
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Sequence
 from itertools import count
 from math import gcd
+from operator import length_hint
 from typing import Any, Protocol
 
 # HAProxy's scales: user weights are 0..256, dynamic algorithms multiply them by 16.
@@ -115,10 +129,26 @@ def _dyn_eweight(s: Any) -> int:
     return s.uweight * BE_WEIGHT_SCALE if s.usable else 0
 
 
-class Fwrr:
-    """HAProxy's fast weighted round robin for one group."""
+# The cycle cache's modes and bounds (module docstring, "Cycle cache").
+_IDLE, _WATCHING, _SERVING = 0, 1, 2
+MAX_CYCLE = 65536  # the longest cycle served from memory, in picks (one list entry each)
+_RECORD_LIMIT = 2 * MAX_CYCLE  # picks recorded while looking for a cycle (the cycle may start a window late)
+_SERVE_MIN = 1024  # a short cycle is repeated up to this length, so that the end of the list is rarely reached
 
-    def __init__(self, servers: Sequence[Any]) -> None:
+# A canonical state: curr_pos, curr_weight, next_weight; per node (npos, lpos, rweight, cur_eweight,
+# next_eweight); per tree (curr, init, next) its entries in order as (key, node index). Sequence numbers are left
+# out: only the order they give matters, and a restored tree gets fresh ones in the same order.
+_State = tuple[int, int, int, tuple[tuple[int, int, int, int, int], ...], tuple[tuple[tuple[int, int], ...], ...]]
+
+
+class Fwrr:
+    """HAProxy's fast weighted round robin for one group, with its periodic sequence replayed from memory."""
+
+    # Bound per instance to the mode's path (_compute, _pick_watching or _pick_cached), so that a pick tests
+    # nothing that belongs to another mode.
+    pick: Callable[..., Any]
+
+    def __init__(self, servers: Sequence[Any], cache: bool = True) -> None:
         self.nodes: dict[Any, _Node] = {}
         self.curr = _Tree()
         self.init = _Tree()
@@ -133,6 +163,23 @@ class Fwrr:
                 self._queue_by_weight(self.init, n)
                 self.next_weight += w
         self.curr_pos = self.curr_weight = self.next_weight
+        # The cycle cache: `cache=False` gives the plain algorithm (the reference the tests compare with).
+        self.cache = cache
+        self._order = list(self.nodes.values())
+        self._index = {n: i for i, n in enumerate(self._order)}
+        self._spacing = max(512, 16 * len(self._order))  # picks between two checkpoints, at most
+        self._mode = _IDLE
+        self._budget = 0  # picks still allowed to find a cycle
+        self._rec: list[Any] | None = None  # picks since the first window boundary (None: none seen yet)
+        self._marks: dict[_State, int] = {}  # state at each boundary -> index in _rec
+        self._checkpoints: list[tuple[int, _State]] = []  # (index in _rec, or in the cycle while serving; state)
+        self._next_cp = 0
+        self._period = 0
+        self._served: list[Any] = []  # the cycle, repeated up to _SERVE_MIN picks
+        self._it = iter(self._served)
+        self._next: Callable[[], Any] = self._it.__next__
+        self.pick = self._compute
+        self._watch()
 
     # --- tree helpers ---------------------------------------------------------------------------------------
     @staticmethod
@@ -189,8 +236,9 @@ class Fwrr:
             n.rweight -= w
             n.npos += 1
 
-    # --- public ----------------------------------------------------------------------------------------------
-    def pick(self, client_ip: str = "", avoid: Any = None) -> Any:
+    # --- the algorithm ----------------------------------------------------------------------------------------
+    def _compute(self, client_ip: str = "", avoid: Any = None, unlimited: bool = False) -> Any:
+        """One pick (§4.2). `unlimited`: as if no server had a maxconn (replaying a cycle recorded so)."""
         if self.next_weight == 0:
             return None  # no usable server in this group
         cw = self.curr_weight
@@ -203,7 +251,7 @@ class Fwrr:
                 w = h.cur_eweight
                 npos = h.npos
                 pos = self.curr_pos
-                if w and npos <= pos and (not s.cfg.maxconn or not s.saturated):
+                if w and npos <= pos and (unlimited or not s.cfg.maxconn or not s.saturated):
                     # _update_position(h), inline
                     if not npos:
                         npos = pos
@@ -254,7 +302,7 @@ class Fwrr:
             n.dequeue()
             self.curr_pos += 1
             s = n.srv
-            if not s.saturated:
+            if unlimited or not s.saturated:
                 if s is not avoid or avoided is not None:
                     take = True
                     break
@@ -273,10 +321,17 @@ class Fwrr:
                 self._queue_srv(f)
         return n.srv if take and n is not None else None
 
+    # --- events ------------------------------------------------------------------------------------------------
     def update(self, s: Any) -> None:
         n = self.nodes[s]
-        old = n.cur_eweight
         new = _dyn_eweight(s)
+        if n.cur_eweight == new and n.next_eweight == new:
+            return  # nothing changes, and a cached cycle stays valid
+        self._leave()
+        self._update(n, n.cur_eweight, new)
+        self._watch()
+
+    def _update(self, n: _Node, old: int, new: int) -> None:
         n.next_eweight = new
         if old == new:
             return
@@ -317,7 +372,169 @@ class Fwrr:
         n.cur_eweight = new
 
     def served_changed(self, s: Any) -> None:
-        return None
+        # Called after `set maxconn server` (and queue changes, which need a maxconn): a server with a maxconn can
+        # be saturated, which the cache cannot foresee; without one any more, a cycle may be looked for again.
+        if s.cfg.maxconn:
+            if self._mode != _IDLE:
+                self._leave()
+        elif self._mode == _IDLE:
+            self._watch()
+
+    @property
+    def cached(self) -> bool:
+        """Whether picks are served from a recorded cycle."""
+        return self._mode == _SERVING
+
+    def state(self) -> _State:
+        """The canonical state the next pick starts from, the same with or without the cache (changes nothing)."""
+        if self._mode != _SERVING:
+            return self._snapshot()
+        real = self._snapshot()
+        self._materialize()
+        state = self._snapshot()
+        self._restore(real)
+        return state
+
+    # --- the cycle cache -----------------------------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Start looking for a cycle (after construction or an event), unless no cycle can be cached."""
+        self._drop()
+        if self.cache and 0 < self.next_weight <= MAX_CYCLE and not self._limited():
+            self._mode = _WATCHING
+            # A window is about next_weight picks; the first boundary, a late start and a cycle of a few windows
+            # fit in 8 of them.
+            self._budget = 8 * self.next_weight + 64
+            self.pick = self._pick_watching
+
+    def _drop(self) -> None:
+        """Forget the recording or the cycle; the real state must be current (see _leave)."""
+        self._mode = _IDLE
+        self.pick = self._compute
+        self._rec = None
+        self._marks = {}
+        self._checkpoints = []
+        self._served = []
+        self._it = iter(self._served)
+        self._next = self._it.__next__
+
+    def _leave(self) -> None:
+        """Before an event: bring the real state to where the cycle stands, then use the plain algorithm."""
+        if self._mode == _SERVING:
+            self._materialize()
+        self._drop()
+
+    def _limited(self) -> bool:
+        return any(n.srv.cfg.maxconn for n in self._order)
+
+    def _pick_watching(self, client_ip: str = "", avoid: Any = None) -> Any:
+        s = self._compute(client_ip, avoid)
+        if avoid is not None:
+            # Not the plain sequence: what was recorded cannot be part of a cycle.
+            self._rec = None
+            self._marks = {}
+            self._checkpoints = []
+        elif s is not None:
+            self._observe(s)
+        self._budget -= 1
+        if self._budget < 0 and self._mode == _WATCHING:
+            self._drop()  # no cycle within bounds: the plain algorithm until the next event
+        return s
+
+    def _observe(self, s: Any) -> None:
+        rec = self._rec
+        if rec is not None:
+            rec.append(s)
+        if self.curr.items or self.init.items:
+            if rec is not None:
+                n = len(rec)
+                if n >= self._next_cp:
+                    self._checkpoints.append((n, self._snapshot()))
+                    self._next_cp = n + self._spacing
+                if n > _RECORD_LIMIT:
+                    self._drop()
+            return
+        # A window boundary: every server waits in `next`, the next pick switches the trees.
+        if self._limited():
+            self._drop()  # a limit the owner did not announce: saturation may change the sequence
+            return
+        state = self._snapshot()
+        if rec is None:
+            self._rec = []
+            self._marks = {state: 0}
+            self._checkpoints = [(0, state)]
+            self._next_cp = self._spacing
+            return
+        n = len(rec)
+        j = self._marks.get(state)
+        if j is None:
+            self._marks[state] = n
+            self._checkpoints.append((n, state))
+            self._next_cp = n + self._spacing
+        elif n - j > MAX_CYCLE:
+            self._drop()
+        else:
+            self._serve(rec[j:], [(i - j, st) for i, st in self._checkpoints if i >= j])
+
+    def _serve(self, cycle: list[Any], checkpoints: list[tuple[int, _State]]) -> None:
+        """The state now is the state at the cycle's start: the picks repeat from here, served from the list."""
+        self._mode = _SERVING
+        self._rec = None
+        self._marks = {}
+        self._checkpoints = checkpoints
+        self._period = len(cycle)
+        self._served = cycle * -(-_SERVE_MIN // len(cycle))
+        self._it = iter(self._served)
+        self._next = self._it.__next__
+        self.pick = self._pick_cached
+
+    def _pick_cached(self, client_ip: str = "", avoid: Any = None) -> Any:
+        if avoid is None:
+            try:
+                return self._next()
+            except StopIteration:
+                self._it = iter(self._served)
+                self._next = self._it.__next__
+                return self._next()
+        self._leave()
+        s = self._compute(client_ip, avoid)
+        self._watch()
+        return s
+
+    def _materialize(self) -> None:
+        """Set the real state to the cycle's position: the last checkpoint before it, then the picks since."""
+        pos = (len(self._served) - length_hint(self._it)) % self._period
+        k = bisect_right(self._checkpoints, pos, key=lambda c: c[0]) - 1
+        at, state = self._checkpoints[k]
+        self._restore(state)
+        # The servers may have changed already (a maxconn set): replay the cycle's conditions, no limits.
+        compute = self._compute
+        served = self._served
+        for i in range(at, pos):
+            s = compute("", None, True)
+            assert s is served[i], "the replay left the recorded cycle"
+
+    def _snapshot(self) -> _State:
+        index = self._index
+        return (self.curr_pos, self.curr_weight, self.next_weight,
+                tuple([(n.npos, n.lpos, n.rweight, n.cur_eweight, n.next_eweight) for n in self._order]),
+                tuple([tuple([(e[0], index[e[2]]) for e in t.items]) for t in (self.curr, self.init, self.next)]))
+
+    def _restore(self, state: _State) -> None:
+        self.curr_pos, self.curr_weight, self.next_weight, fields, trees = state
+        order = self._order
+        for n, f in zip(order, fields, strict=True):
+            n.npos, n.lpos, n.rweight, n.cur_eweight, n.next_eweight = f
+            n.tree = None
+            n.entry = None
+        for tree, entries in zip((self.curr, self.init, self.next), trees, strict=True):
+            items = []
+            for key, i in entries:
+                n = order[i]
+                e = (key, next(_seq), n)
+                items.append(e)
+                n.entry = e
+                n.tree = tree
+            tree.items = items
 
 
 def static_weight_divisor(uweights: Sequence[int]) -> int:
