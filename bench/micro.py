@@ -104,7 +104,7 @@ def build(listen: str) -> tuple[Runtime, Any, dict[str, ServerConn]]:
         rt.pool.put(c, 0.0)
         conns[s.name] = c
     # Steady state: FWRR serves picks from its recorded cycle once two windows have gone by
-    # (2 x 16 x (256+128+1) = 12,320 picks with the bench's weights; balance.py, "Cycle cache").
+    # (2 x 16 x (256+128+1) = 12,320 picks with the bench's weights; fwrr.py, "Cycle cache").
     for be in rt.backends.values():
         for _ in range(13000):
             be.backend.pick("127.0.0.1")

@@ -1,4 +1,4 @@
-"""The FWRR cycle cache (balance.py, "Cycle cache"): a cached Fwrr makes exactly the picks of a cache-less one and
+"""The FWRR cycle cache (fwrr.py, "Cycle cache"): a cached Fwrr makes exactly the picks of a cache-less one and
 holds the same state, whatever the interleaving of picks, weight changes, downs/ups, avoided servers and limits."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Any
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from balancier.proxy import balance
+from balancier.proxy import fwrr
 from balancier.proxy import queue as squeue
-from balancier.proxy.balance import MAX_CYCLE, Fwrr, make_group_balancer
+from balancier.proxy.balance import make_group_balancer
+from balancier.proxy.fwrr import MAX_CYCLE, Fwrr
 
 from proxy_builders import make_backend
 
@@ -180,7 +181,7 @@ def test_recording_gives_up_within_its_budget_until_the_next_event():
     for _ in range(40):
         apply(("picks", 9), servers, cached, ref)
         apply(("avoid", 0), servers, cached, ref)
-    assert cached._mode == balance._IDLE and cached._rec is None  # 400 picks > 8 windows of 32 + 64
+    assert cached._mode == fwrr._IDLE and cached._rec is None  # 400 picks > 8 windows of 32 + 64
     apply(("weight", 1, 2), servers, cached, ref)  # an event: look again
     apply(("picks", 200), servers, cached, ref)
     assert cached.cached
@@ -213,7 +214,7 @@ def test_a_window_longer_than_the_bound_is_not_cached():
     servers, cached, ref = pair([256] * n)
     assert 256 * 16 * n > MAX_CYCLE
     assert not cached.cached
-    assert cached._mode == balance._IDLE  # not even watching: no cycle can fit
+    assert cached._mode == fwrr._IDLE  # not even watching: no cycle can fit
     for _ in range(100):
         assert cached.pick() is ref.pick()
 
