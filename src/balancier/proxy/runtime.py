@@ -7,7 +7,10 @@ Rules:
   path reads plain attributes.
 - Admission (HAProxy §9): the global and frontend `maxconn` count client connections. When a limit is reached the
   listeners concerned stop accepting (clients wait in the kernel backlog) and resume below it. A connection that
-  slipped in past the limit (several accepts per loop turn) is parked unread until a slot frees.
+  slipped in past the limit (several accepts per loop turn) is parked unread until a slot frees. A release
+  looks at the parked and the listeners only when something is parked or a frontend paused (`limited`).
+- `streams` is the set of live client connections (admitted or parked) and the sweeper's set too (timers.py):
+  admission and release are all the registration a connection needs.
 - Soft stop (SIGUSR1): listeners close, idle connections close, busy ones finish their current response (with
   `Connection: close`) and the process exits when the last one is gone, or at `hard-stop-after`. Hard stop
   (SIGTERM/SIGINT): everything closes now. Both end with exit code 0. The soft stop of a reload
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ipaddress
 import sys
 import time
@@ -133,6 +137,12 @@ class Route:
         self.retries = bc.retries
         self.redispatch = bc.redispatch
         self.hash_algo = bc.balance.algorithm == "source"
+        # derived once for the request path (stream.py): the cookie flag of a request or response without the
+        # persistence cookie (N, or - for a passive cookie; None without a cookie), and whether responses may take
+        # the fast path (not when a cookie is to be inserted)
+        ck = be.cookie
+        self.ck_none = None if ck is None else ("-" if ck.mode == "passive" and not ck.indirect else "N")
+        self.resp_fast = ck is None or ck.mode != "insert"
         ft, bt = fc.timeouts, bc.timeouts
         self.t_client = _sec(ft.client)
         self.t_http_request = _sec(ft.http_request)
@@ -220,9 +230,12 @@ class Runtime:
         self.actconn = 0
         self.stopping = False
         self.hard = False  # a hard stop: nothing is waited for
-        self.sweeper = Sweeper(loop)
-        self.pool = Pool()
+        # every live stream, admitted or parked; the sweeper checks the timeouts of this very set, so being
+        # admitted (accept) and released is all the registration a connection needs
         self.streams: set[Any] = set()
+        self.sweeper = Sweeper(loop, items=self.streams)
+        self.pool = Pool()
+        self.limited = False  # some frontend is paused by a maxconn (kept by _update_listeners)
         self.parked: collections.deque[Any] = collections.deque()
         self.done: asyncio.Future[int] = loop.create_future()
         self._hard_timer: asyncio.TimerHandle | None = None
@@ -281,7 +294,7 @@ class Runtime:
             else:
                 factory = _factory(TcpStream, self, route)
             for lst in route.fe.listeners:
-                lst.start(self.loop, factory)
+                lst.start(self.loop, factory, route)
         for be in self.backends.values():
             be.backend.subscribe(_queue_keeper(be))
         self.sweeper.start()
@@ -311,6 +324,7 @@ class Runtime:
 
     # ------------------------------------------------------------------ admission
     def accept(self, s: Any) -> bool:
+        """A new client connection: counted in (True) or parked unread until a slot frees (False)."""
         self.streams.add(s)
         fe = s.route.fe
         if self.stopping:
@@ -318,12 +332,24 @@ class Runtime:
             # would leave the client waiting for a slot that never frees
             self._count_in(s)
             return True
-        if self.parked or self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
+        act = self.actconn + 1
+        n = fe.feconn + 1
+        if self.parked or act > self.maxconn or n > fe.maxconn:
             s.counted = False
             self.parked.append(s)
             self._update_listeners()
             return False
-        self._count_in(s)
+        # _count_in, inline: this runs once per connection
+        s.counted = True
+        self.actconn = act
+        fe.feconn = n
+        fe.stot += 1
+        if n > fe.smax:
+            fe.smax = n
+        if fe.connect_logger is not None:
+            self._log_connect(s, fe)
+        if act >= self.maxconn or n >= fe.maxconn:
+            self._update_listeners()
         return True
 
     def _count_in(self, s: Any) -> None:
@@ -335,24 +361,38 @@ class Runtime:
         if fe.feconn > fe.smax:
             fe.smax = fe.feconn
         if fe.connect_logger is not None:
-            sock = s.transport.get_extra_info("sockname") if s.transport is not None else None  # rare: no httplog
-            dst = (sock[0], sock[1]) if sock else ("-", 0)
-            fe.connect_logger.log(INFO, format_connect(s.cip, s.cport, dst[0], dst[1], fe.name, s.route.mode))
+            self._log_connect(s, fe)
         if self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
             self._update_listeners()
 
+    def _log_connect(self, s: Any, fe: FrontendRt) -> None:
+        """The "Connect from" line of a frontend without httplog/tcplog (rare: asks the transport its address)."""
+        assert fe.connect_logger is not None
+        sock = s.transport.get_extra_info("sockname") if s.transport is not None else None
+        dst = (sock[0], sock[1]) if sock else ("-", 0)
+        fe.connect_logger.log(INFO, format_connect(s.cip, s.cport, dst[0], dst[1], fe.name, s.route.mode))
+
     def release(self, s: Any) -> None:
+        """A client connection is gone (called once, by the stream's close)."""
         self.streams.discard(s)
-        if not getattr(s, "counted", False):
-            try:
-                self.parked.remove(s)
-            except ValueError:
-                pass
-        else:
+        if s.counted:
             s.counted = False
             fe = s.route.fe
             self.actconn -= 1
             fe.feconn -= 1
+        else:
+            try:
+                self.parked.remove(s)
+            except ValueError:
+                pass
+        # a release only frees capacity: the parked and the listeners need a look only when something is
+        # parked or paused
+        if self.parked or self.limited:
+            self._released_capacity()
+        if self.stopping and not self.streams:
+            self._set_done()
+
+    def _released_capacity(self) -> None:
         if self.parked and not self.stopping:
             for p in list(self.parked):
                 pfe = p.route.fe
@@ -362,11 +402,7 @@ class Runtime:
                     self.parked.remove(p)
                     self._count_in(p)
                     p.unpark()
-        # a release only frees capacity: listeners need a look only when something is paused or parked
-        if self.parked or any(fe.paused for fe in self.frontends):
-            self._update_listeners()
-        if self.stopping and not self.streams:
-            self._set_done()
+        self._update_listeners()
 
     def _update_listeners(self) -> None:
         if self.stopping:
@@ -382,6 +418,7 @@ class Runtime:
                 fe.paused = False
                 for lst in fe.listeners:
                     lst.resume()
+        self.limited = any(fe.paused for fe in self.frontends)
 
     # ------------------------------------------------------------------ stops
     def soft_stop(self, close_idle: bool = True) -> None:
@@ -512,7 +549,6 @@ def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
 
 
 def _factory(cls: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:
-    def make() -> asyncio.BaseProtocol:
-        return cls(rt, route)  # type: ignore[no-any-return]
-
-    return make
+    # a partial, not a closure: the event loop calls it once per accepted connection, and a partial of the class
+    # runs no Python frame of its own (the listener may swap the class for a subclass with the route's rules)
+    return functools.partial(cls, rt, route)

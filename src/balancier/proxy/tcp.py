@@ -171,7 +171,6 @@ class TcpStream(asyncio.Protocol):
         now = self.rt.loop.time()
         self.t_accept = self.t_phase = self.c_last = now
         self.date = time.time()
-        self.rt.sweeper.add(self)
         if self.rt.accept(self):
             self._enter_backend()
         else:
@@ -553,7 +552,6 @@ class TcpStream(asyncio.Protocol):
         if srv is not None:
             self.srv = None
             squeue.on_release(backend, srv)
-        self.rt.sweeper.discard(self)
         self.rt.release(self)
         self._close_client(a)
 

@@ -7,13 +7,16 @@ Rules:
   and `RESOLUTION` later (HAProxy's own timers are also coarse at the millisecond scale; 100 ms is the documented
   precision here).
 - Registration is O(1) (a set); the sweep is O(live streams), which is cheap next to the I/O those streams do.
+  The runtime hands its own set of live streams to the sweeper (`items=`): a stream is then registered by being
+  admitted (`Runtime.accept`) and unregistered by being released, with no call of its own per connection.
+  `add`/`discard` stay for objects outside that set (and are harmless on the shared one).
 - Objects that must fire with more precision (the retry turn-around delay) use `call_later` directly: they are rare.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Any, Protocol
 
 RESOLUTION = 0.1  # seconds between two sweeps
 
@@ -23,10 +26,11 @@ class Checkable(Protocol):
 
 
 class Sweeper:
-    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION,
+                 items: set[Any] | None = None) -> None:
         self.loop = loop
         self.resolution = resolution
-        self.items: set[Checkable] = set()
+        self.items: set[Any] = items if items is not None else set()  # each has check(now)
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
