@@ -139,50 +139,54 @@ class ServerConn(asyncio.Protocol):
 
 
 class Pool:
-    """Idle keep-alive server connections, per server."""
+    """Idle keep-alive server connections, per server.
+
+    Each server's idle connections live in its own deque (`Server.idle`, newest last), so taking one is an
+    attribute read, not a lookup; `idle` maps id(server) to that deque for the servers that have had one (purge,
+    close_server, close_all walk it)."""
 
     def __init__(self) -> None:
         self.idle: dict[int, deque[ServerConn]] = {}  # keyed by id(server): servers need not be hashable
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        """Idle connections in the pool."""
+        return sum(len(q) for q in self.idle.values())
 
     def put(self, conn: ServerConn, now: float) -> None:
-        if not conn.alive or conn.private or conn.transport is None or conn.transport.is_closing():
-            conn.close()
-            return
-        q = self.idle.get(id(conn.server))
-        if q is None:
-            q = self.idle[id(conn.server)] = deque()
-        if len(q) >= MAX_IDLE_PER_SERVER:
-            conn.close()
-            return
-        conn.owner = None
-        conn.idle_since = now
-        conn.pool = self
-        q.append(conn)
-        self.count += 1
+        t = conn.transport
+        if conn.alive and not conn.private and t is not None and not t.is_closing():
+            server = conn.server
+            q = server.idle
+            if len(q) < MAX_IDLE_PER_SERVER:
+                if not q:
+                    self.idle[id(server)] = q
+                conn.owner = None
+                conn.idle_since = now
+                conn.pool = self
+                q.append(conn)
+                return
+        conn.close()
 
     def get(self, server: Server, min_uses: int = 1) -> ServerConn | None:
-        q = self.idle.get(id(server))
+        q = server.idle
         if not q:
             return None
         conn = q[-1]
         t = conn.transport
         if conn.alive and conn.uses >= min_uses and t is not None and not t.is_closing():  # the usual case
             q.pop()
-            self.count -= 1
             conn.pool = None
             return conn
         # newest first; a stale one found on the way is dropped
         for _ in range(len(q)):
             conn = q.pop()
-            self.count -= 1
             conn.pool = None
             if conn.alive and conn.transport is not None and not conn.transport.is_closing():
                 if conn.uses >= min_uses:
                     return conn
                 q.appendleft(conn)  # usable later by a less demanding request
                 conn.pool = self
-                self.count += 1
                 continue
             conn.close()
         return None
@@ -191,19 +195,15 @@ class Pool:
         if conn.pool is not self:
             return
         conn.pool = None
-        q = self.idle.get(id(conn.server))
-        if q is not None:
-            try:
-                q.remove(conn)
-                self.count -= 1
-            except ValueError:
-                pass
+        try:
+            conn.server.idle.remove(conn)
+        except ValueError:
+            pass
 
     def purge(self, now: float, max_idle: float = IDLE_TIMEOUT) -> None:
         for q in self.idle.values():
             while q and now - q[0].idle_since > max_idle:
                 conn = q.popleft()
-                self.count -= 1
                 conn.pool = None
                 conn.close()
 
@@ -211,7 +211,6 @@ class Pool:
         q = self.idle.pop(id(server), None)
         while q:
             conn = q.pop()
-            self.count -= 1
             conn.pool = None
             conn.close()
 
@@ -220,6 +219,5 @@ class Pool:
             q = self.idle.pop(key)
             while q:
                 conn = q.pop()
-                self.count -= 1
                 conn.pool = None
                 conn.close()

@@ -79,7 +79,7 @@ class Counters:
 class Server(Counters):
     __slots__ = ("cfg", "backend", "name", "addr", "sid", "uweight", "admin", "op", "hstate", "check_enabled",
                  "served", "queue", "lastchg", "check_status", "check_code", "check_info", "check_duration",
-                 "gserved", "gqueued", "__weakref__")
+                 "gserved", "gqueued", "idle", "__weakref__")
 
     def __init__(self, cfg: ServerConfig, backend: Backend, sid: int, now: float) -> None:
         super().__init__()
@@ -100,6 +100,7 @@ class Server(Counters):
         self.gserved: Any = None  # sharedstate.SharedServed with several workers and a maxconn
         self.gqueued: Any = None  # the same for the queue's length, with several workers and a maxqueue
         self.queue: collections.deque[Any] = collections.deque()
+        self.idle: collections.deque[Any] = collections.deque()  # pool.py: idle keep-alive connections to it
         self.lastchg = now
         self.check_status = ""  # L4OK, L4CON, L7STS, ... ('' before the first check)
         self.check_code: int | None = None

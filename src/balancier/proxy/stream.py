@@ -15,10 +15,11 @@ Rules (HAProxy §7-§13):
   hop-by-hop field other than `Connection: close|keep-alive`), the validated bytes go out as received with the
   `Connection` field cut out and our fields spliced in before the blank line.
 - Hot path economy: one clock read per event (`c_last`/`s_last` serve the log timers too), per-connection and
-  per-request defaults are class attributes restored with one `dict.update`, persistence runs only when the
-  request carries a Cookie (else flag N/-, as `persistence.on_request` would say, with one shared read-only
-  result), the X-Forwarded-For line is made once per connection, and a request without body or pipelined
-  bytes skips the body bookkeeping.
+  per-request defaults are class attributes restored with one `dict.update` of the fields every request writes
+  (the rare ones are dropped only when one was written), persistence runs only when the request carries a Cookie
+  (else flag N/-, as `persistence.on_request` would say, with one shared read-only result), what follows the
+  fields of an HTTP/1.1 request (X-Forwarded-For, Connection, blank line) is made once per connection, and a
+  request without body or pipelined bytes skips the body bookkeeping.
   Responses go to the client as HTTP/1.1.
 - Server connections: `http-reuse never` keeps a connection private to its client connection; `safe` takes pooled
   connections except for the first request of a client connection; `aggressive` also for first requests but only
@@ -85,7 +86,7 @@ if TYPE_CHECKING:
 
 
 
-# Per-request state, restored by `_reset_request` before each request (values are immutable). Times are loop
+# Per-request state, restored by `_finish` before each request (values are immutable). Times are loop
 # times (t_first: first byte of the request; date_first: its epoch, only when set by _close_silently); out:
 # request bytes not yet written to a server; q_left: request body bytes still expected (-1 = chunked);
 # req_framer/rframer: chunked bodies; r_left: response body bytes still expected (Content-Length); direct:
@@ -101,13 +102,22 @@ _REQUEST_DEFAULTS: dict[str, Any] = dict(
     resp_started=False, flags_a="-", flags_b="-", in_be=False, resp_ka=False, fast_resp=False, ck_none="-",
     applet="<NOSRV>",  # the log's server name when no server was chosen (<STATS>, <PROMEX>)
 )
+# The fields that every request writes (the reset restores them with one dict update) and the rare ones (slow
+# paths: bodies, queues, retries, interim responses...), dropped from the instance only when one was written.
+_REQUEST_COMMON: dict[str, Any] = {k: _REQUEST_DEFAULTS[k] for k in (
+    "head", "t_first", "t_head", "t_conn", "t_connected", "t_resp", "srv", "direct", "pers", "ck_req", "ck_resp",
+    "sconn", "reused", "out", "replay", "rstate", "status", "bytes_out", "s_last", "client_ka", "resp_started",
+    "flags_a", "flags_b", "in_be", "resp_ka", "fast_resp", "ck_none")}
+_REQUEST_RARE = tuple(k for k in _REQUEST_DEFAULTS if k not in _REQUEST_COMMON)
 # Per-connection state of a new stream (dport: the port the client connected to, read only when a server has no
-# port; xff_line: the forwardfor line as bytes, made at the first request that adds it; private: http-reuse
-# never, this client's own idle server connection; counted: in actconn/feconn), then the per-request defaults.
-# These are class attributes of HttpStream (set below it).
+# port; req_tail: what follows an HTTP/1.1 request's fields (forwardfor line, Connection, blank line), made at
+# the first request; private: http-reuse never, this client's own idle server connection; counted: in
+# actconn/feconn; n_keys: the size of the instance dict after the last full reset, see _finish), then the
+# per-request defaults. These are class attributes of HttpStream (set below it).
 _CONN_DEFAULTS: dict[str, Any] = dict(
     transport=None, phase=IDLE, buf=b"", nreq=0, cpause=0, c_write_paused=False, c_pause_since=0.0, c_last=0.0,
-    cip="", cport=0, dport=0, xff=None, xff_line=None, private=None, t_phase=0.0, counted=False, **_REQUEST_DEFAULTS,
+    cip="", cport=0, dport=0, xff=None, req_tail=None, private=None, t_phase=0.0, counted=False, n_keys=-1,
+    **_REQUEST_DEFAULTS,
 )
 
 
@@ -123,7 +133,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     c_last: float
     cport: int
     xff: str | None
-    xff_line: bytes | None
+    req_tail: bytes | None
     counted: bool
     head: RequestHead | None
     t_first: float
@@ -146,9 +156,13 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         self.route = route
 
     # ------------------------------------------------------------------ per-request state
-    def _reset_request(self) -> None:
-        # one C-level update instead of ~50 attribute stores: this runs once per request
-        self.__dict__.update(_REQUEST_DEFAULTS)
+    def _reset_rare(self, d: dict[str, Any]) -> None:
+        """The slow half of the per-request reset (see _REQUEST_RARE): drop every rare field from the instance, so
+        that the class default shows again, and remember the size of the instance dict without them."""
+        for k in _REQUEST_RARE:
+            d.pop(k, None)
+        self.n_keys = 0  # present before it is measured: storing it must not change the size it records
+        self.n_keys = len(d)
 
     # ------------------------------------------------------------------ client transport events
     def connection_made(self, transport: Any) -> None:
@@ -163,7 +177,6 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         self.c_last = now
         if not self.rt.accept(self):
             self._pause_client(PAUSE_PARKED)
-        self.rt.sweeper.add(self)
 
     def unpark(self) -> None:
         """The connection limit let this parked connection in."""
@@ -351,26 +364,23 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
                     self._pause_client(PAUSE_PIPELINE)
         # persistence, then the bytes for the server
         cookie_headers = None
-        cookie = be.cookie
-        if cookie is not None:
-            # _ck_none(cookie), inline: the flag without the persistence cookie (N, or - for a passive cookie)
-            ck_none = self.ck_none = "-" if cookie.mode == "passive" and not cookie.indirect else "N"
+        server = None
+        ck_none = route.ck_none
+        if ck_none is not None:  # the backend has a cookie
+            self.ck_none = ck_none
             if head.has_cookie:
                 pers = self.pers = be.persist_request(head, self.c_last)
                 if pers.changed:
                     cookie_headers = pers.cookie_headers
-            else:  # no Cookie field: persistence has nothing to read
+                server = pers.server
+            else:  # no Cookie field: persistence has nothing to read (flag N, or - for a passive cookie)
                 pers = self.pers = _NO_COOKIE if ck_none == "N" else _NO_COOKIE_PASSIVE
             self.ck_req = pers.flag
             self.ck_resp = "N"
-            server = pers.server
-            # the response fast path: an HTTP/1.1 client, a response with a body to count, no cookie to insert
-            fast = cookie.mode != "insert"
-        else:
-            server = None
-            fast = True
+        # the response fast path: an HTTP/1.1 client, a response with a body to count, no cookie to insert
         method = head.method
-        self.fast_resp = fast and head.version == "HTTP/1.1" and method != "HEAD" and method != "CONNECT"
+        self.fast_resp = (route.resp_fast and head.version == "HTTP/1.1" and method != "HEAD"
+                          and method != "CONNECT")
         out = self._request_head_bytes(head, cookie_headers, raw)
         if body:
             out += body
@@ -389,20 +399,24 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             # fast path: the validated head goes out as received, without its Connection field (close or
             # keep-alive only), with our lines spliced in before the blank line
             rlen = head.raw_len
+            if xff is self.xff and head.version == "HTTP/1.1":
+                # the usual request: what follows its fields is the same for every HTTP/1.1 request of this
+                # connection (the forwardfor line, `Connection: close` towards the server unless keep-alive)
+                tail = self.req_tail
+                if tail is None:
+                    tail = self.req_tail = _request_tail(
+                        route.xff_header, xff, b"" if route.conn_mode == KAL else b"Connection: close\r\n")
+                if tokens:
+                    return _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) + tail
+                if len(tail) == 2:  # nothing to add: the head as received
+                    return raw if len(raw) == rlen else raw[:rlen]
+                return raw[:rlen - 2] + tail
+            base = _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) if tokens else raw[:rlen - 2]
             if head.version == "HTTP/1.1":
                 conn = b"" if route.conn_mode == KAL else b"Connection: close\r\n"
             else:  # 1.0 closes by default
                 conn = b"Connection: keep-alive\r\n" if route.conn_mode == KAL else b""
-            if xff is None:
-                if not tokens and not conn:
-                    return raw[:rlen] if len(raw) > rlen else raw
-                xline = b""
-            else:
-                cached = self.xff_line  # the same for every request of this connection
-                if cached is None:
-                    cached = self.xff_line = _xff_line(route.xff_header, xff)
-                xline = cached
-            base = _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) if tokens else raw[:rlen - 2]
+            xline = b"" if xff is None else _request_tail(route.xff_header, xff, b"")[:-2]
             return b"".join((base, xline, conn, b"\r\n"))
         headers = strip_hop_by_hop(head.headers, head.connection_tokens)
         if cookie_headers is not None:
@@ -532,16 +546,24 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             self.in_be = False
             backend.beconn -= 1
         srv = self.srv
-        if srv is not None:
-            self._release_server(srv)
+        if srv is not None:  # squeue.release(backend, srv), inline
+            backend.release(srv)
+            if srv.queue or backend.queue:
+                squeue.on_release(backend, srv)
         finish_log(self)
         self.srv = None
         transport = self.transport
         if close or not self.client_ka or transport is None or transport.is_closing():
             self._close()
             return
-        # keep-alive: next request (possibly already buffered); _reset_request(), inline
-        self.__dict__.update(_REQUEST_DEFAULTS)
+        # keep-alive: next request (possibly already buffered). The per-request state is reset: one C-level
+        # update for the fields every request writes; the rare ones only when one of them was written (the
+        # instance dict then has more keys than after the last full reset: keys are only ever added, except by
+        # _reset_rare, so an equal size means no rare field is in it and each reads its class default)
+        d = self.__dict__
+        d.update(_REQUEST_COMMON)
+        if len(d) != self.n_keys:
+            self._reset_rare(d)
         self.phase = IDLE
         self.t_phase = self.rt.loop.time()
         if self.cpause:
@@ -578,7 +600,6 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             self.private = None
         if self.transport is not None:
             self.transport.close()
-        self.rt.sweeper.discard(self)
         self.rt.release(self)
 
     def hard_close(self) -> None:
@@ -670,18 +691,20 @@ _NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED  # plai
 _CONN_PLAIN = frozenset(("close", "keep-alive"))
 # A Connection field line with the CRLF before it (a validated head: the match is one whole field line).
 _CONNECTION_FIELD_RE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
-_XFF_LINES: dict[tuple[str, str], bytes] = {}
+_TAILS: dict[tuple[str, str | None, bytes], bytes] = {}
 
 
-def _xff_line(name: str, value: str) -> bytes:
-    """`name: value CRLF` as bytes, remembered for the few client addresses a proxy sees at a time."""
-    key = (name, value)
-    line = _XFF_LINES.get(key)
-    if line is None:
-        if len(_XFF_LINES) >= 4096:
-            _XFF_LINES.clear()
-        line = _XFF_LINES[key] = f"{name}: {value}\r\n".encode("latin-1")
-    return line
+def _request_tail(name: str, value: str | None, conn: bytes) -> bytes:
+    """`name: value CRLF` (when there is a value), then `conn`, then the blank line, as bytes; remembered for the
+    few client addresses a proxy sees at a time."""
+    key = (name, value, conn)
+    tail = _TAILS.get(key)
+    if tail is None:
+        if len(_TAILS) >= 4096:
+            _TAILS.clear()
+        line = b"" if value is None else f"{name}: {value}\r\n".encode("latin-1")
+        tail = _TAILS[key] = line + conn + b"\r\n"
+    return tail
 
 
 for _name, _value in _CONN_DEFAULTS.items():  # immutable values only: instances rebind, never mutate them
@@ -692,12 +715,6 @@ for _name, _value in _CONN_DEFAULTS.items():  # immutable values only: instances
 # indirect): shared, read-only (RequestPersistence.redispatched changes only a `direct` result).
 _NO_COOKIE = RequestPersistence(flag="N")
 _NO_COOKIE_PASSIVE = RequestPersistence(flag="-")
-
-
-def _ck_none(cookie: Any) -> str:
-    """The cookie flag of a request or response without the persistence cookie: N, or - for a passive cookie
-    (persistence.py `_logs_flags`)."""
-    return "-" if cookie.mode == "passive" and not cookie.indirect else "N"
 
 
 def _replace_cookies(headers: list[tuple[str, str]], cookies: list[str]) -> list[tuple[str, str]]:

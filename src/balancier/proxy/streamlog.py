@@ -18,12 +18,15 @@ Rules (HAProxy §12.2, §12.4):
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from balancier.proxy.logs import HttpLogRecord
 
 if TYPE_CHECKING:
     from balancier.proxy.stream import HttpStream
+
+
+_hrsp_index = {status: status // 100 for status in range(100, 600)}.get
 
 
 def _ms(d: float) -> int:
@@ -38,37 +41,25 @@ def finish_log(s: HttpStream) -> None:
     status = s.status
     srv = s.srv
     head = s.head
-    idx = status // 100 if 100 <= status < 600 else 0
+    idx = _hrsp_index(status, 0)  # 1..5 for 1xx..5xx, 0 for anything else
     bytes_in = s.bytes_in  # request body bytes: 0 for most requests, so their sums are skipped
     bytes_out = s.bytes_out
-    if head is not None:
+    if head is not None and srv is not None and not bytes_in:
+        # the usual request (a head, a server, no body): the same sums as below, without their tests
         fe.req_tot += 1
         fe.hrsp[idx] += 1
-        backend.req_tot += 1
-        backend.hrsp[idx] += 1
-        fe.bin += bytes_in + head.raw_len
-    elif bytes_out:  # an error page sent for a bad request
-        fe.req_tot += 1
-        fe.hrsp[idx] += 1
-        backend.req_tot += 1
-        backend.hrsp[idx] += 1
-        fe.bin += bytes_in
-    elif bytes_in:
-        fe.bin += bytes_in
-    if bytes_out:
+        fe.bin += head.raw_len
         fe.bout += bytes_out
+        backend.req_tot += 1
+        backend.hrsp[idx] += 1
         backend.bout += bytes_out
-    if bytes_in:
-        backend.bin += bytes_in
-    if srv is not None:
+        backend.stot += 1
         srv.req_tot += 1
         srv.stot += 1
-        backend.stot += 1
         srv.hrsp[idx] += 1
-        if bytes_in:
-            srv.bin += bytes_in
-        if bytes_out:
-            srv.bout += bytes_out
+        srv.bout += bytes_out
+    else:
+        _count(fe, backend, srv, head, idx, bytes_in, bytes_out)
     logger = fe.logger
     if logger is None:
         return
@@ -99,3 +90,35 @@ def finish_log(s: HttpStream) -> None:
         s.fails, s.redispatched, s.q_srv, s.q_be, line,
     )
     logger.log_http(rec)
+
+
+def _count(fe: Any, backend: Any, srv: Any, head: Any, idx: int, bytes_in: int, bytes_out: int) -> None:
+    """The counters of any request (finish_log takes the usual case itself)."""
+    if head is not None:
+        fe.req_tot += 1
+        fe.hrsp[idx] += 1
+        backend.req_tot += 1
+        backend.hrsp[idx] += 1
+        fe.bin += bytes_in + head.raw_len
+    elif bytes_out:  # an error page sent for a bad request
+        fe.req_tot += 1
+        fe.hrsp[idx] += 1
+        backend.req_tot += 1
+        backend.hrsp[idx] += 1
+        fe.bin += bytes_in
+    elif bytes_in:
+        fe.bin += bytes_in
+    if bytes_out:
+        fe.bout += bytes_out
+        backend.bout += bytes_out
+    if bytes_in:
+        backend.bin += bytes_in
+    if srv is not None:
+        srv.req_tot += 1
+        srv.stot += 1
+        backend.stot += 1
+        srv.hrsp[idx] += 1
+        if bytes_in:
+            srv.bin += bytes_in
+        if bytes_out:
+            srv.bout += bytes_out

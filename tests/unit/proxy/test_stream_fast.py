@@ -180,3 +180,46 @@ def test_body_split_over_reads(tmp_path: Path, loop: asyncio.AbstractEventLoop) 
     s.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     conn.data_received(RESP_KA + b"JUNK")
     assert client.data == RESP_KA * 2 and not conn.alive
+
+
+def _request_state(s: HttpStream) -> dict[str, Any]:
+    from balancier.proxy.stream import _REQUEST_DEFAULTS
+
+    return {k: getattr(s, k) for k in _REQUEST_DEFAULTS}
+
+
+def test_every_request_starts_from_the_defaults(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """The reset between keep-alive requests restores every per-request field, the rare ones (request body,
+    interim response, persistence flags...) included, whichever path the previous request took."""
+    from balancier.proxy.stream import _REQUEST_DEFAULTS, _REQUEST_RARE
+
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n    cookie JSESSIONID prefix\n")
+    s = HttpStream(rt, route)
+    client = Recorder()
+    s.connection_made(client)
+    assert _request_state(s) == _REQUEST_DEFAULTS
+    exchanges = [
+        # a body (q_left, req_done, bytes_in), an interim response (rbuf, resp) and a Set-Cookie (full path)
+        (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nSet-Cookie: JSESSIONID=x\r\nContent-Length: 5\r\n\r\n"
+         + BODY),
+        (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", RESP_KA),  # the fast path
+        (b"GET / HTTP/1.1\r\nHost: h\r\nCookie: JSESSIONID=A~abc\r\n\r\n", RESP_KA),  # direct persistence
+        (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"5\r\nhello\r\n0\r\n\r\n"),  # a chunked response (rframer)
+        (b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", RESP_KA),
+    ]
+    rare_seen: set[str] = set()
+    for request, response in exchanges:
+        s.data_received(request)
+        assert s.sconn is conn
+        rare_seen |= {k for k in _REQUEST_RARE if k in s.__dict__}
+        conn.data_received(response[:-1])  # all but the last byte: the response is in progress
+        rare_seen |= {k for k in _REQUEST_RARE if k in s.__dict__}
+        conn.data_received(response[-1:])
+        assert s.sconn is None and not client.closing
+        assert _request_state(s) == _REQUEST_DEFAULTS, "a field kept a value of the previous request"
+        assert not any(k in s.__dict__ for k in _REQUEST_RARE), "rare fields read their class defaults again"
+    assert {"bytes_in", "q_left", "resp", "rframer", "r_left"} <= rare_seen, rare_seen  # the slow paths ran
+    assert s.nreq == len(exchanges)
+    assert client.data.count(b"HTTP/1.1 200 OK") == len(exchanges)
