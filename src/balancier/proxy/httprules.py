@@ -23,7 +23,7 @@ Rules (spec/haproxy.md §11, §16):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +143,61 @@ def _append_fields(edits: list[HttpRule], head: RequestHead, raw: bytes, limit: 
                            head.keep_alive, head.expect_continue, head.connection_tokens, new_len, False,
                            head.has_cookie, head.plain, text, head._hpos)
     return Outcome(head=new_head, raw=raw[:rlen - 2] + added + raw[rlen - 2:])
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a connection's rules do to every request, when that is only appending fields: the `set-header` rules
+    that apply (their condition is the connection's ssl_fc), none of them naming a field the parser derives
+    something from or the forwardfor header. ``lines``: their field lines, in order; ``fields``: the same as
+    (name, value); ``present``: finds any of their names as a field of a head."""
+
+    lines: bytes
+    fields: tuple[tuple[str, str], ...]
+    present: Callable[[bytes, int, int], Any]
+
+
+NO_PLAN: Any = object()  # the rules must run on every request (a redirect applies, or an edit is not an append)
+EMPTY_PLAN: Any = object()  # no rule applies on this connection
+_PLANS: dict[tuple[int, bool, str], tuple[Sequence[HttpRule], Any]] = {}
+
+
+def plan_for(rules: Sequence[HttpRule], ssl_fc: bool, xff_header: str) -> Any:
+    """The Plan of a connection's rules, EMPTY_PLAN or NO_PLAN (remembered per rule list)."""
+    key = (id(rules), ssl_fc, xff_header)
+    hit = _PLANS.get(key)
+    if hit is not None and hit[0] is rules:
+        return hit[1]
+    todo = [rule for rule in rules if applies(rule, ssl_fc)]
+    out: Any
+    if not todo:
+        out = EMPTY_PLAN
+    elif any(rule.action != "set-header" or _appendable(rule) is None for rule in todo) \
+            or len({rule.name.lower() for rule in todo} | {xff_header.lower()}) != len(todo) + 1:
+        out = NO_PLAN  # a redirect, a derived field, a field set twice or the forwardfor header: run the rules
+    else:
+        names = b"|".join(re.escape(rule.name.encode("latin-1")) for rule in todo)
+        out = Plan(b"".join(_field_line(rule) for rule in todo), tuple((rule.name, rule.value) for rule in todo),
+                   re.compile(rb"\r\n(?:" + names + rb")[ \t]*:", re.IGNORECASE).search)
+    if len(_PLANS) >= 256:
+        _PLANS.clear()
+    _PLANS[key] = (rules, out)
+    return out
+
+
+def appends(plan: Plan, head: RequestHead, raw: bytes, limit: int) -> bool:
+    """Whether the rules' whole effect on this request is appending the plan's lines to its fields: the head was
+    not normalised, none of the fields is in it, and the result stays within what `evaluate` accepts (size and
+    field count), else `evaluate` must run and give its own result or error."""
+    if head.normalised:
+        return False
+    rlen = head.raw_len
+    if plan.present(raw, 0, rlen) is not None:
+        return False
+    n = rlen - 2 + len(plan.lines)  # the fields block with ours, up to the CRLF of the last field line
+    if n + 2 > limit + MAX_REWRITE:
+        return False
+    return n < 4 * MAX_HEADERS or raw.count(b"\n", 0, rlen - 2) + len(plan.fields) <= MAX_HEADERS + 1
 
 
 def evaluate(rules: Sequence[HttpRule], ssl_fc: bool, head: RequestHead, raw: bytes, keep_alive: bool,

@@ -101,22 +101,25 @@ _REQUEST_DEFAULTS: dict[str, Any] = dict(
     r_left=0, status=-1, bytes_out=0, bytes_in=0, s_last=0.0, s_read_paused=False, client_ka=False,
     resp_started=False, flags_a="-", flags_b="-", in_be=False, resp_ka=False, fast_resp=False, ck_none="-",
     applet="<NOSRV>",  # the log's server name when no server was chosen (<STATS>, <PROMEX>)
+    added=None,  # httprules.Plan whose set-header fields this request gets appended (see _on_head_bytes)
 )
 # The fields that every request writes (the reset restores them with one dict update) and the rare ones (slow
 # paths: bodies, queues, retries, interim responses...), dropped from the instance only when one was written.
 _REQUEST_COMMON: dict[str, Any] = {k: _REQUEST_DEFAULTS[k] for k in (
     "head", "t_first", "t_head", "t_conn", "t_connected", "t_resp", "srv", "direct", "pers", "ck_req", "ck_resp",
     "sconn", "reused", "out", "replay", "rstate", "status", "bytes_out", "s_last", "client_ka", "resp_started",
-    "flags_a", "flags_b", "in_be", "resp_ka", "fast_resp", "ck_none")}
+    "flags_a", "flags_b", "in_be", "resp_ka", "fast_resp", "ck_none", "added")}
 _REQUEST_RARE = tuple(k for k in _REQUEST_DEFAULTS if k not in _REQUEST_COMMON)
 # Per-connection state of a new stream (dport: the port the client connected to, read only when a server has no
 # port; req_tail: what follows an HTTP/1.1 request's fields (forwardfor line, Connection, blank line), made at
-# the first request; private: http-reuse never, this client's own idle server connection; counted: in
+# the first request, with the set-header fields of tail_plan; rule_plan: httprules.plan_for's answer for this
+# connection; private: http-reuse never, this client's own idle server connection; counted: in
 # actconn/feconn; n_keys: the size of the instance dict after the last full reset, see _finish), then the
 # per-request defaults. These are class attributes of HttpStream (set below it).
 _CONN_DEFAULTS: dict[str, Any] = dict(
     transport=None, phase=IDLE, buf=b"", nreq=0, cpause=0, c_write_paused=False, c_pause_since=0.0, c_last=0.0,
-    cip="", cport=0, dport=0, xff=None, req_tail=None, private=None, t_phase=0.0, counted=False, n_keys=-1,
+    cip="", cport=0, dport=0, xff=None, req_tail=None, tail_plan=None, rule_plan=None, private=None, t_phase=0.0,
+    counted=False, n_keys=-1,
     **_REQUEST_DEFAULTS,
 )
 
@@ -276,10 +279,19 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         stats = self.route.stats
         if stats is not None and self._stats_applet(stats, head):
             return
-        if self.http_rules is not None:  # http-request redirect/set-header (httprules.py; set by the listener)
-            head = httprules.run(self, self.http_rules, head)
-            if head is None:
-                return
+        rules = self.http_rules
+        if rules is not None:  # http-request redirect/set-header (httprules.py; set by the listener)
+            plan = self.rule_plan  # what the rules do on this connection, worked out at its first request
+            if plan is None:
+                plan = self.rule_plan = httprules.plan_for(rules, self.ssl_fc, self.route.xff_header)
+            if plan is httprules.EMPTY_PLAN:
+                pass
+            elif plan is not httprules.NO_PLAN and httprules.appends(plan, head, self.buf, self.rt.bufsize):
+                self.added = plan  # their fields go out after the request's own (_request_head_bytes)
+            else:
+                head = httprules.run(self, rules, head)
+                if head is None:
+                    return
         self.head = head
         self.t_head = self.c_last
         self.nreq += 1
@@ -399,13 +411,17 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             # fast path: the validated head goes out as received, without its Connection field (close or
             # keep-alive only), with our lines spliced in before the blank line
             rlen = head.raw_len
+            added = self.added
             if xff is self.xff and head.version == "HTTP/1.1":
                 # the usual request: what follows its fields is the same for every HTTP/1.1 request of this
-                # connection (the forwardfor line, `Connection: close` towards the server unless keep-alive)
+                # connection (set-header fields, the forwardfor line, `Connection: close` towards the server
+                # unless keep-alive)
                 tail = self.req_tail
-                if tail is None:
+                if tail is None or added is not self.tail_plan:
                     tail = self.req_tail = _request_tail(
-                        route.xff_header, xff, b"" if route.conn_mode == KAL else b"Connection: close\r\n")
+                        route.xff_header, xff, b"" if route.conn_mode == KAL else b"Connection: close\r\n",
+                        b"" if added is None else added.lines)
+                    self.tail_plan = added
                 if tokens:
                     return _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) + tail
                 if len(tail) == 2:  # nothing to add: the head as received
@@ -417,10 +433,12 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
             else:  # 1.0 closes by default
                 conn = b"Connection: keep-alive\r\n" if route.conn_mode == KAL else b""
             xline = b"" if xff is None else _request_tail(route.xff_header, xff, b"")[:-2]
-            return b"".join((base, xline, conn, b"\r\n"))
+            return b"".join((base, b"" if added is None else added.lines, xline, conn, b"\r\n"))
         headers = strip_hop_by_hop(head.headers, head.connection_tokens)
         if cookie_headers is not None:
             headers = _replace_cookies(headers, cookie_headers)
+        if self.added is not None:
+            headers.extend(self.added.fields)
         if xff is not None:
             headers.append((route.xff_header, xff))
         if route.conn_mode != KAL:
@@ -691,19 +709,19 @@ _NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED  # plai
 _CONN_PLAIN = frozenset(("close", "keep-alive"))
 # A Connection field line with the CRLF before it (a validated head: the match is one whole field line).
 _CONNECTION_FIELD_RE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
-_TAILS: dict[tuple[str, str | None, bytes], bytes] = {}
+_TAILS: dict[tuple[str, str | None, bytes, bytes], bytes] = {}
 
 
-def _request_tail(name: str, value: str | None, conn: bytes) -> bytes:
-    """`name: value CRLF` (when there is a value), then `conn`, then the blank line, as bytes; remembered for the
-    few client addresses a proxy sees at a time."""
-    key = (name, value, conn)
+def _request_tail(name: str, value: str | None, conn: bytes, before: bytes = b"") -> bytes:
+    """`before`, then `name: value CRLF` (when there is a value), then `conn`, then the blank line, as bytes;
+    remembered for the few client addresses a proxy sees at a time."""
+    key = (name, value, conn, before)
     tail = _TAILS.get(key)
     if tail is None:
         if len(_TAILS) >= 4096:
             _TAILS.clear()
         line = b"" if value is None else f"{name}: {value}\r\n".encode("latin-1")
-        tail = _TAILS[key] = line + conn + b"\r\n"
+        tail = _TAILS[key] = before + line + conn + b"\r\n"
     return tail
 
 
