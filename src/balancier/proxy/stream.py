@@ -103,12 +103,15 @@ _REQUEST_DEFAULTS: dict[str, Any] = dict(
     applet="<NOSRV>",  # the log's server name when no server was chosen (<STATS>, <PROMEX>)
     added=None,  # httprules.Plan whose set-header fields this request gets appended (see _on_head_bytes)
 )
-# The fields that every request writes (the reset restores them with one dict update) and the rare ones (slow
-# paths: bodies, queues, retries, interim responses...), dropped from the instance only when one was written.
+# The fields that every request writes or reads (the reset restores them with one dict update) and the rare ones
+# (slow paths: bodies, queues, retries, interim responses...), dropped from the instance only when one was written.
 _REQUEST_COMMON: dict[str, Any] = {k: _REQUEST_DEFAULTS[k] for k in (
     "head", "t_first", "t_head", "t_conn", "t_connected", "t_resp", "srv", "direct", "pers", "ck_req", "ck_resp",
     "sconn", "reused", "out", "replay", "rstate", "status", "bytes_out", "s_last", "client_ka", "resp_started",
-    "flags_a", "flags_b", "in_be", "resp_ka", "fast_resp", "ck_none", "added")}
+    "flags_a", "flags_b", "in_be", "resp_ka", "fast_resp", "ck_none", "added",
+    # read by every request though rarely written: a field missing from the instance dict is read through the
+    # class, a slow generic lookup, so these are kept in the dict
+    "req_done", "prev_srv", "rbuf", "s_read_paused", "pending", "task", "turn", "bytes_in")}
 _REQUEST_RARE = tuple(k for k in _REQUEST_DEFAULTS if k not in _REQUEST_COMMON)
 # Per-connection state of a new stream (dport: the port the client connected to, read only when a server has no
 # port; req_tail: what follows an HTTP/1.1 request's fields (forwardfor line, Connection, blank line), made at
@@ -154,9 +157,13 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
 
     def __init__(self, rt: Runtime, route: Route) -> None:
         # Everything else starts from the class-level defaults (_CONN_DEFAULTS, set below the class): a new
-        # connection costs two stores, and a connection that carries one request never copies the request state.
+        # connection costs a few stores, and a connection that carries one request never copies the request state.
         self.rt = rt
         self.route = route
+        # read by every request: kept in the instance dict (a class-level default is a slow generic lookup)
+        self.cpause = 0
+        self.c_write_paused = False
+        self.http_rules = None  # the listener sets the route's rules after this, when it has any
 
     # ------------------------------------------------------------------ per-request state
     def _reset_rare(self, d: dict[str, Any]) -> None:
