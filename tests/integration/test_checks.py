@@ -435,6 +435,11 @@ class ThreadStub:
 def _normalise(raw: str) -> str:
     """The message part of a datagram, with what legitimately differs (duration, tag, pid) blanked."""
     msg = raw.split("]: ", 1)[1].rstrip("\n")
+    # A check connection that the kernel had queued on the stub's listening socket when refuse() closed it is
+    # reset rather than refused: which proxy's check lands in that window is timing, not behaviour (both are the
+    # same layer-4 failure of a port being closed), so the two wordings compare equal.
+    msg = msg.replace('reason: Socket error, info: "Connection reset by peer"',
+                      'reason: Layer4 connection problem, info: "Connection refused"')
     return f"<{int(raw[1:raw.index('>')])}>" + re.sub(r"check duration: \d+ms", "check duration: Nms", msg)
 
 

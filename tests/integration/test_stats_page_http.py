@@ -91,6 +91,11 @@ def farm(proxy_factory: ProxyFactory, backend_factory: BackendFactory, syslog_re
     for _ in range(10):
         with RawConnection("127.0.0.1", port) as c:
             assert c.request(build_request("GET", "/", headers=[("Connection", "close")])).status == 200
+    # each worker publishes its counters within 10 ms of a change (workers.py): wait for the sum, bounded
+    deadline = time.monotonic() + 5.0
+    while sum(int(_show_stat(sock)[n]["stot"]) for n in ("ents3", "ents2", "ents1")) < 10:
+        assert time.monotonic() < deadline, "the workers' counters never added up to the 10 requests"
+        time.sleep(0.05)
     return port, sock, backends, syslog_receiver
 
 
