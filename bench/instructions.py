@@ -9,6 +9,7 @@ per-library split shows where it goes.
 
     python3 bench/instructions.py                      # keep-alive client, plain HTTP, 400 requests
     python3 bench/instructions.py --mode close         # a new client connection per request (Connection: close)
+    python3 bench/instructions.py --mode httpclose     # `option httpclose`: a client and a server connection each
     python3 bench/instructions.py --mode tls           # keep-alive over TLS
     python3 bench/instructions.py --mode tls --rule    # ... with `http-request set-header X-Forwarded-Proto https`
     python3 bench/instructions.py --src /path/to/src   # another tree (PYTHONPATH), to compare two versions
@@ -23,6 +24,7 @@ import argparse
 import collections
 import os
 import re
+import shutil
 import socket
 import ssl
 import subprocess
@@ -38,9 +40,10 @@ REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 REQ_CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
-def config(port: int, backend: int, pem: Path | None, rule: bool) -> str:
+def config(port: int, backend: int, pem: Path | None, rule: bool, httpclose: bool = False) -> str:
     bind = f"bind 127.0.0.1:{port}" + (f" ssl crt {pem} alpn http/1.1" if pem else "")
     rule_line = "    http-request set-header X-Forwarded-Proto https\n" if rule else ""
+    rule_line += "    option httpclose\n" if httpclose else ""
     return ("global\n    nbthread 1\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 30s\n"
             f"    timeout server 30s\nfrontend fe\n    {bind}\n{rule_line}    default_backend be\n"
             f"backend be\n    http-reuse always\n    server nginx 127.0.0.1:{backend}\n")
@@ -69,10 +72,10 @@ def client(port: int, n: int, mode: str) -> None:
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if mode == "close":
+    if mode in ("close", "httpclose"):  # a connection per request (httpclose: the proxy closes it)
         for _ in range(n):
             with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(REQ_CLOSE)
+                s.sendall(REQ_CLOSE if mode == "close" else REQ)
                 _read_response(s, b"")
         return
     raw = socket.create_connection(("127.0.0.1", port))
@@ -101,10 +104,11 @@ def by_object(out_file: Path, n: int) -> list[tuple[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mode", choices=("ka", "close", "tls"), default="ka")
+    ap.add_argument("--mode", choices=("ka", "close", "httpclose", "tls"), default="ka")
     ap.add_argument("--rule", action="store_true", help="add http-request set-header X-Forwarded-Proto https")
     ap.add_argument("-n", type=int, default=400, help="requests counted (default 400)")
     ap.add_argument("--src", help="PYTHONPATH for the proxy (another source tree)")
+    ap.add_argument("--keep", type=Path, help="also copy callgrind's output file here (callgrind_annotate it)")
     ap.add_argument("--port", type=int, default=8795)
     ap.add_argument("--backend-port", type=int, default=9095)
     args = ap.parse_args(argv)
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 pem = work / "site.pem"
                 trustme.CA().issue_cert("bench.test").private_key_and_cert_chain_pem.write_to_path(str(pem))
-            (work / "proxy.cfg").write_text(config(args.port, args.backend_port, pem, args.rule))
+            (work / "proxy.cfg").write_text(config(args.port, args.backend_port, pem, args.rule, args.mode == "httpclose"))
             out = work / "callgrind.out"
             env = dict(os.environ, PYTHONPATH=args.src) if args.src else None
             with open(work / "proxy.log", "wb") as log:
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: {per:,.0f} instructions per request ({args.n} requests, {elapsed:.0f} s under valgrind)")
             for name, v in by_object(out, args.n):
                 print(f"  {v:10,.0f}  {name}")
+            if args.keep:
+                shutil.copyfile(out, args.keep)
         finally:
             procs.stop_all()
     return 0

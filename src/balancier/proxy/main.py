@@ -24,6 +24,7 @@ import signal
 import sys
 from typing import Any
 
+from balancier.proxy.eventloop import new_loop
 from balancier.proxy.process import (
     Daemon,
     StartError,
@@ -40,12 +41,9 @@ def _say(level: str, msg: str) -> None:
 
 
 def _new_loop(debug: bool) -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
+    loop, is_uvloop = new_loop()
+    if not is_uvloop:
         _say("NOTICE", "uvloop is not installed: using asyncio's default event loop (slower)")
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
 
 

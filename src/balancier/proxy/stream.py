@@ -140,6 +140,9 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     cport: int
     xff: str | None
     req_tail: bytes | None
+    tail_plan: Any
+    rule_plan: Any
+    added: Any
     counted: bool
     head: RequestHead | None
     t_first: float

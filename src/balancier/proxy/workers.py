@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from balancier.proxy import sharedstate
+from balancier.proxy.eventloop import new_loop
 from balancier.proxy.process import StartError, drop_privileges, say
 from balancier.proxy.runtime_api import RuntimeApi, Session
 
@@ -425,18 +426,9 @@ class _Worker:
         rt.loop.call_later(CHANGE_POLL, self._publish_loop)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 def run_worker(ctx: WorkerContext) -> int:
     """Serve until stopped; the exit code."""
-    loop = _new_loop()
+    loop, _ = new_loop()
     asyncio.set_event_loop(loop)
     w = _Worker(ctx)
     try:
