@@ -94,8 +94,9 @@ def transfer_codings(values: list[str], status: int) -> list[str]:
     return codings
 
 
-_TOKENS_CACHE: dict[str, frozenset[str]] = {}
-_TOKENS_CACHE_MAX = 256
+# Read directly by the request fast path (heads.py), which looks a value up before calling.
+TOKENS_CACHE: dict[str, frozenset[str]] = {}
+TOKENS_CACHE_MAX = 256
 
 
 def connection_tokens(values: list[str]) -> frozenset[str]:
@@ -103,7 +104,7 @@ def connection_tokens(values: list[str]) -> frozenset[str]:
     if len(values) == 1:
         # The same few values ("keep-alive", "close", "Upgrade") come again and again: remember short ones,
         # a bounded number of them.
-        tokens = _TOKENS_CACHE.get(values[0])
+        tokens = TOKENS_CACHE.get(values[0])
         if tokens is not None:
             return tokens
     found = set()
@@ -113,8 +114,8 @@ def connection_tokens(values: list[str]) -> frozenset[str]:
             if item:
                 found.add(item)
     tokens = frozenset(found)
-    if len(values) == 1 and len(values[0]) <= 64 and len(_TOKENS_CACHE) < _TOKENS_CACHE_MAX:
-        _TOKENS_CACHE[values[0]] = tokens
+    if len(values) == 1 and len(values[0]) <= 64 and len(TOKENS_CACHE) < TOKENS_CACHE_MAX:
+        TOKENS_CACHE[values[0]] = tokens
     return tokens
 
 

@@ -28,10 +28,14 @@ Rules (RFC 9112, RFC 9110; HAProxy's status codes):
   Content-Length (0 -> none); else until close.
 - keep_alive: HTTP/1.1 unless ``Connection: close``; HTTP/1.0 only with ``Connection: keep-alive``; a response
   read until close never keeps the connection.
-- ``scan_response_head`` is the proxy's fast path for the common response (HTTP/1.1, 2xx/3xx other than 204/304,
-  one plain Content-Length, at most ``Connection: keep-alive`` as hop-by-hop field): it works on the bytes with
-  two regular expressions and accepts only heads that ``parse_response_head`` accepts with the same result. On
-  anything else it returns ``None`` and the caller runs the full parser, which gives the verdict and the error.
+- Fast paths, one regular expression each (see _REQ_FAST_RE, _RESP_FAST_RE): ``parse_request_head`` first tries
+  the common request (HTTP/1.1, origin-form, not CONNECT, exactly one valid Host, at most one Connection, one
+  plain Content-Length and one Expect, any Cookie, no other field the parser looks at); ``scan_response_head`` is
+  the proxy's fast path for the common response (HTTP/1.1, a final status with a body other than 204/304, one
+  plain Content-Length, at most one ``Connection: keep-alive`` or ``close``, any Set-Cookie, no other hop-by-hop
+  field). Each accepts only heads the full parser accepts, with the same result; on anything else the full
+  parser runs and gives the verdict and the error. A request head the fast path did not take has ``plain``
+  False (the caller then looks at its fields).
 - Values are stored with surrounding OWS removed, names as received. ``normalised`` tells the caller when the
   raw bytes must not be forwarded as received (see the field); serialising from the parsed form is what makes
   ``Transfer-Encoding:\\tchunked`` reach the server as plain ``chunked``.
@@ -55,6 +59,7 @@ from .grammar import (
     REQUEST_LINE_RE,
     STATUS_LINE_RE,
     TCHAR,
+    TOKENS_CACHE,
     connection_tokens,
     explain_field_lines,
     explain_request_line,
@@ -89,8 +94,14 @@ def _get_all(headers: list[tuple[str, str]], name: str) -> list[str]:
     return [v for n, v in headers if n.lower() == name]
 
 
-@dataclass(slots=True)
 class RequestHead:
+    """A parsed request head. A plain class with slots rather than a dataclass: the parser's fast path fills a
+    bare instance field by field (no ``__init__`` frame, ~1/4 of the cost of building one per request) and the
+    stream's reads of its slots stay specialised. A new field must be set in ``__init__`` and in that fast path
+    (an unset slot raises AttributeError when read)."""
+
+    __slots__ = ("method", "target", "version", "_headers", "framing", "content_length", "keep_alive",
+                 "expect_continue", "connection_tokens", "raw_len", "normalised", "has_cookie", "plain", "_text")
     method: str
     target: str
     version: str  # "HTTP/1.1" or "HTTP/1.0"
@@ -105,14 +116,44 @@ class RequestHead:
     # something the raw bytes do not say the same way (a Content-Length list collapsed to one value, HTTP/1.x>1
     # read as 1.1, empty lines skipped), or it has a Transfer-Encoding field, whose raw form (":\tchunked",
     # odd case, spacing) is what TE.TE smuggling plays on; re-serialised, the server sees "name: value".
-    normalised: bool = False
-    has_cookie: bool = False  # a Cookie field is present (persistence needs to look at the request)
+    normalised: bool
+    has_cookie: bool  # a Cookie field is present (persistence needs to look at the request)
     # True when the raw head can be forwarded as received once its Connection fields are dealt with: one field
     # per line, nothing normalised, no hop-by-hop field other than Connection (set by the fast path only;
     # False means "look at the fields").
-    plain: bool = False
-    _text: str = ""  # the head as text, up to the CRLF of its last field line (fast path: fields split lazily)
-    _hpos: int = 0  # where the field lines start in _text
+    plain: bool
+    _text: str  # the head as text, up to the CRLF of its last field line (fast path: fields split lazily)
+
+    def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]] | None,
+                 framing: Framing, content_length: int, keep_alive: bool, expect_continue: bool,
+                 connection_tokens: frozenset[str], raw_len: int, normalised: bool = False,
+                 has_cookie: bool = False, plain: bool = False, text: str = "", hpos: int = 0) -> None:
+        """``headers`` None means "split ``text`` when read"; ``hpos`` is accepted for older callers and not
+        kept (`_hpos` finds the field lines again)."""
+        self.method = method
+        self.target = target
+        self.version = version
+        self._headers = headers
+        self.framing = framing
+        self.content_length = content_length
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.connection_tokens = connection_tokens
+        self.raw_len = raw_len
+        self.normalised = normalised
+        self.has_cookie = has_cookie
+        self.plain = plain
+        self._text = text
+
+    def __repr__(self) -> str:
+        return (f"RequestHead({self.method!r}, {self.target!r}, {self.version!r}, framing={self.framing!r}, "
+                f"content_length={self.content_length}, keep_alive={self.keep_alive}, raw_len={self.raw_len}, "
+                f"normalised={self.normalised}, plain={self.plain})")
+
+    @property
+    def _hpos(self) -> int:
+        """Where the field lines start in ``_text`` (just after the request line's CRLF)."""
+        return self._text.find("\r\n") + 2
 
     @property
     def headers(self) -> list[tuple[str, str]]:
@@ -132,6 +173,9 @@ class RequestHead:
 
     def get_all(self, name: str) -> list[str]:
         return _get_all(self.headers, name)
+
+
+_new_request_head = object.__new__  # the fast path's constructor: RequestHead without __init__ (slots filled)
 
 
 @dataclass(slots=True)
@@ -212,7 +256,53 @@ def _over_limit_request(buf: bytes | bytearray, start: int, limit: int) -> HttpE
 def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
                        max_headers: int = MAX_HEADERS, fast: bool = True) -> RequestHead | None:
     """The request head at the start of ``buf``, ``None`` when incomplete; raises ``HttpError``. ``fast=False``
-    skips the fast path (for tests that hold both paths to the same results)."""
+    skips the fast path (for tests that hold both paths to the same results).
+
+    The fast path is written out here rather than called: the common request (see _REQ_FAST_RE) is checked and
+    read by one regular expression, and the head is filled from its groups with no other Python call. Anything
+    else goes to the full parser, which gives the verdict. Fields are split only if someone reads them."""
+    end = buf.find(b"\r\n\r\n", 0, limit)
+    # end == 0: the buffer starts with empty lines; a head with more fields than the fast grammar takes
+    # (MAX_HEADERS) is the full parser's when the caller allows fewer
+    if end > 0 and fast and max_headers >= MAX_HEADERS:
+        text = buf[:end + 2].decode("latin-1")
+        try:
+            m = _req_fast_match(text)
+        except SystemError:  # see _REQ_FAST_RE (a try costs nothing in Python 3.11 until it catches)
+            m = None
+        if m is not None:
+            h = _new_request_head(RequestHead)
+            h.method, h.target, conn, cookie, length, expect, _ = m.groups()  # the last one: Host
+            h.version = "HTTP/1.1"
+            h._headers = None
+            if length is None:
+                h.content_length = 0
+                h.framing = _NONE
+            else:
+                n = h.content_length = int(length)
+                h.framing = _LENGTH if n else _NONE
+            if conn is None:
+                h.connection_tokens = _NO_TOKENS
+                h.keep_alive = h.plain = True
+            else:
+                tokens = TOKENS_CACHE.get(conn)
+                if tokens is None:
+                    tokens = connection_tokens([conn])
+                h.connection_tokens = tokens
+                h.keep_alive = "close" not in tokens
+                h.plain = bool(tokens)  # an empty Connection field is removed, not forwarded
+            h.expect_continue = expect is not None and expect.rstrip(" \t").lower() == "100-continue"
+            h.raw_len = end + 4
+            h.normalised = False
+            h.has_cookie = cookie is not None
+            h._text = text
+            return h
+        if buf[0] != 13:  # no empty line before the request line: ``text`` is the whole head
+            return _parse_request_text(text, 0, end, max_headers)
+    return _parse_request_full(buf, limit, max_headers)
+
+
+def _parse_request_full(buf: bytes | bytearray, limit: int, max_headers: int) -> RequestHead | None:
     start = _skip_empty_lines(buf) if buf and buf[0] == 13 else 0
     end = buf.find(b"\r\n\r\n", start, limit)
     if end < 0:
@@ -220,11 +310,12 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
             raise _over_limit_request(buf, start, limit)
         _check_incomplete_request(buf, start)
         return None
-    text = buf[start:end + 2].decode("latin-1")
-    if fast and not start and (end < 4 * max_headers or text.count("\n") <= max_headers + 1):
-        head = _fast_request(text, end + 4)
-        if head is not None:
-            return head
+    return _parse_request_text(buf[start:end + 2].decode("latin-1"), start, end, max_headers)
+
+
+def _parse_request_text(text: str, start: int, end: int, max_headers: int) -> RequestHead:
+    """The full parser: ``text`` is the head from its request line to the CRLF of its last field line,
+    ``start`` the number of bytes of empty lines before it, ``end`` where CRLFCRLF starts in the buffer."""
     line_end = text.find("\r\n")
     m = REQUEST_LINE_RE.fullmatch(text, 0, line_end)
     if m is None:
@@ -312,71 +403,42 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
                        keep_alive, expect_continue, tokens, end + 4, normalised, has_cookie)
 
 
-# The fast path's grammar is the full parser's: an HTTP/1.1 request line with an origin-form target, then field
-# lines `token ":" OWS value OWS`; `text` ends with the CRLF of the last field line.
-_REQ_FAST_RE = re.compile(  # possessive: see _RESP_FAST_RE
-    rf"([{TCHAR}]++) (/[\x21\x22\x24-\x7e]*+) HTTP/1\.1\r\n(?:[{TCHAR}]++:[{FIELD_CHARS}]*+\r\n)*+")
-# Fields the fast path must look at, found in the lower-cased head (values lower-cased: enough to validate Host,
-# read digits and Connection options, see Expect and Cookie).
-# The alternation is factored by first letters: the engine tries one branch per letter instead of eleven
-# (~20 % less for the whole findall).
-_REQ_SPECIAL_RE = re.compile(
-    r"\r\n(host|c(?:o(?:ntent-length|nnection|okie))|t(?:ransfer-encoding|e|railer)|expect|keep-alive|"
-    r"proxy-connection|upgrade):[ \t]*+([^\r]*+)")
-
-
-def _fast_request(text: str, raw_len: int) -> RequestHead | None:
-    """The common request (HTTP/1.1, origin-form, at most Host, Connection, Cookie, Expect and one plain
-    Content-Length among the special fields) with the full parser's result, or None: then the full parser runs
-    and gives the verdict. Fields are split only if someone reads them."""
-    m = _REQ_FAST_RE.fullmatch(text)
-    if m is None:
-        return None
-    method, target = m.groups()
-    if method == "CONNECT":
-        return None
-    line_end = m.end(2)  # the start line ends with " HTTP/1.1\r\n" after the target
-    host = None
-    length = -1
-    framing = _NONE
-    conn_values: list[str] | None = None
-    cookie = expect = False
-    for name, value in _REQ_SPECIAL_RE.findall(text[line_end:].lower()):
-        value = value.rstrip(" \t")
-        if name == "host":
-            if host is not None or not valid_host(value):
-                return None
-            host = value
-        elif name == "connection":
-            if conn_values is None:
-                conn_values = [value]
-            else:
-                conn_values.append(value)
-        elif name == "cookie":
-            cookie = True
-        elif name == "content-length":
-            if length >= 0 or not (value.isdigit() and value.isascii()) or len(value) > CONTENT_LENGTH_MAX_DIGITS:
-                return None  # several (perhaps a list to collapse) or not 1*DIGIT: the full parser decides
-            length = int(value)
-            if length:
-                framing = _LENGTH
-        elif name == "expect":
-            if value == "100-continue":
-                expect = True
-        else:  # Transfer-Encoding, hop-by-hop fields
-            return None
-    if host is None:
-        return None
-    plain = True
-    if conn_values is not None:
-        tokens = connection_tokens(conn_values)
-        keep_alive = "close" not in tokens
-        plain = bool(tokens)  # an empty Connection field is removed, not forwarded
-    else:
-        tokens = _NO_TOKENS
-        keep_alive = True
-    return RequestHead(method, target, "HTTP/1.1", None, framing, length if length > 0 else 0, keep_alive, expect,
-                       tokens, raw_len, False, cookie, plain, text, line_end + 11)
+# The request fast path's grammar, one regular expression for the whole head (`text`, which ends with the CRLF of
+# its last field line): the full parser's grammar (grammar.py) narrowed to the common request:
+# - an HTTP/1.1 request line with an origin-form target and a method other than CONNECT (which needs
+#   authority-form);
+# - at most MAX_HEADERS field lines `token ":" OWS value OWS`, where a field whose name the parser looks at is
+#   taken only in the form the fast path can read: at most one Connection (its value, group 3); Cookie, any
+#   number (group 4); at most one Content-Length of 1 to CONTENT_LENGTH_MAX_DIGITS digits (group 5); at most
+#   one Expect (group 6); exactly one Host, valid (HOST_RE) (group 7). Any other such field
+#   (Transfer-Encoding, hop-by-hop names) has no branch of its own and is kept out of the generic one by the
+#   lookahead, so the head does not match. A second Host, Connection, Content-Length or Expect fails its
+#   branch by the conditional `(?(n)(?!))` (a list to collapse or a union of options: the full parser's job).
+# Names are compared case-insensitively (ASCII); the value groups keep their trailing OWS, which `int` and the
+# Connection options ignore. Possessive quantifiers: no class admits the character that ends its run, so
+# nothing could be given back anyway; they spare the engine its backtracking bookkeeping (an atomic group
+# around a greedy repeat of the field lines costs ~10 % more).
+# Python 3.11's engine does not restore the groups of a failed alternative inside a possessive repeat (CPython
+# issue 101955: a match that succeeds with such a group raises SystemError "The span of capturing group is
+# wrong"). Hence the rule kept by both fast patterns: a group opens only after its branch's name and colon,
+# where the branch can no longer lose to another one (names are exclusive, the generic branch is first), so a
+# branch that fails after opening a group fails the whole match. The caller still treats a SystemError as
+# "not the fast path's".
+# One pass costs less than validating, lower-casing and then searching the special fields (a regular
+# expression has a fixed cost of ~2000 instructions per call).
+_REQ_SPECIAL_NAMES = (r"h(?:ost)|c(?:o(?:ntent-length|nnection|okie))|t(?:ransfer-encoding|e|railer)|expect"
+                      r"|keep-alive|proxy-connection|upgrade")
+_HOST_FAST = r"(?:\[[0-9A-Fa-f:.]++\]|[A-Za-z0-9._~!$&'()*+,;=%\-]*+)(?::[0-9]*+)?"  # HOST_RE, possessive
+_REQ_FAST_RE = re.compile(
+    rf"(?!CONNECT )([{TCHAR}]++) (/[\x21\x22\x24-\x7e]*+) HTTP/1\.1\r\n"
+    rf"(?:(?!(?i:{_REQ_SPECIAL_NAMES}):)[{TCHAR}]++:[{FIELD_CHARS}]*+\r\n"
+    rf"|(?i:connection):[ \t]*+(?(3)(?!))([{FIELD_CHARS}]*+)\r\n"
+    rf"|(?i:cookie):()[{FIELD_CHARS}]*+\r\n"
+    rf"|(?i:content-length):[ \t]*+(?(5)(?!))([0-9]{{1,{CONTENT_LENGTH_MAX_DIGITS}}}+)[ \t]*+\r\n"
+    rf"|(?i:expect):[ \t]*+(?(6)(?!))([{FIELD_CHARS}]*+)\r\n"
+    rf"|(?i:host):[ \t]*+(?(7)(?!))({_HOST_FAST})[ \t]*+\r\n"
+    rf"){{0,{MAX_HEADERS}}}+(?(7)|(?!))", re.ASCII)
+_req_fast_match = _REQ_FAST_RE.fullmatch
 
 
 def _check_target_form(method: str, target: str, host: str) -> None:
@@ -478,23 +540,24 @@ def parse_response_head(buf: bytes | bytearray, limit: int, request_method: str,
                         keep_alive, tokens, end + 4, normalised)
 
 
-# The fast path's grammar is the full parser's (grammar.py): status line, then field lines `token ":" OWS value
-# OWS`, then the empty line. Matched at offset 0, so leading empty lines, bare CR/LF, obs-fold, a space before a
-# colon or a control character all make it fail and go to the full parser.
-# Possessive quantifiers: no class here admits the character that ends its run, so nothing could be given back
-# anyway; they only spare the engine its backtracking bookkeeping (~25 % faster).
-# The status is a final one that has a body: 1xx (by the class), 204 and 304 (by the lookahead) are left to the
-# full parser.
+# The response fast path's grammar, as _REQ_FAST_RE: the full parser's (grammar.py) narrowed to the common
+# response: HTTP/1.1, a final status that has a body (1xx by the class, 204 and 304 by the lookahead are left to
+# the full parser) (group 1), at most MAX_HEADERS field lines, exactly one Content-Length of digits (group 2),
+# at most one Connection that says keep-alive or close (group 3; group 4 when close), Set-Cookie, any number
+# (group 5); any other field the full parser looks at (Transfer-Encoding, hop-by-hop names) makes it fail.
+# Matched at offset 0, so leading empty lines, bare CR/LF, obs-fold, a space before a colon or a control
+# character all make it fail and go to the full parser.
+_RESP_SPECIAL_NAMES = (rb"c(?:ontent-length|onnection)|set-cookie|t(?:ransfer-encoding|e|railer)|keep-alive"
+                       rb"|proxy-connection|upgrade")
+_FC, _TC = FIELD_CHARS.encode(), TCHAR.encode()
 _RESP_FAST_RE = re.compile(
-    rb"HTTP/1\.1 (?!204|304)([2-5][0-9][0-9])(?: [" + FIELD_CHARS.encode() + rb"]*+)?\r\n"
-    rb"(?:[" + TCHAR.encode() + rb"]++:[" + FIELD_CHARS.encode() + rb"]*+\r\n)*+\r\n")
-# The fields the fast path must look at: framing, Connection, Set-Cookie and every other hop-by-hop name. A match
-# starts at the CRLF that ends the previous line, so its span is exactly what removing the field takes out.
-# Applied to the lower-cased head (one C pass, cheaper than a case-insensitive pattern): values come out
-# lower-cased, which is all the fast path needs (digits, Connection options, presence).
-_RESP_SPECIAL_RE = re.compile(  # factored as _REQ_SPECIAL_RE
-    rb"\r\n(c(?:ontent-length|onnection)|set-cookie|t(?:ransfer-encoding|e|railer)|keep-alive|proxy-connection|"
-    rb"upgrade):[ \t]*+([^\r]*+)")
+    rb"HTTP/1\.1 (?!204|304)([2-5][0-9][0-9])(?: [" + _FC + rb"]*+)?\r\n"
+    rb"(?:(?!(?i:" + _RESP_SPECIAL_NAMES + rb"):)[" + _TC + rb"]++:[" + _FC + rb"]*+\r\n"
+    rb"|(?i:content-length):[ \t]*+(?(2)(?!))([0-9]{1,%d}+)[ \t]*+\r\n" % CONTENT_LENGTH_MAX_DIGITS +
+    rb"|(?i:connection):[ \t]*+(?(3)(?!))((?i:keep-alive)|((?i:close)))[ \t]*+\r\n"
+    rb"|(?i:set-cookie):()[" + _FC + rb"]*+\r\n"
+    rb"){0,%d}+(?(2)|(?!))\r\n" % MAX_HEADERS)
+_resp_fast_match = _RESP_FAST_RE.match
 
 
 def scan_response_head(buf: bytes, limit: int) -> tuple[int, int, int, int, bool, bool] | None:
@@ -503,41 +566,17 @@ def scan_response_head(buf: bytes, limit: int) -> tuple[int, int, int, int, bool
     anything else (incomplete, invalid, unusual): then the full parser decides. The only Connection values taken
     are ``keep-alive`` and ``close`` (``connection_field_span`` finds the field). Valid for a request method other
     than HEAD and CONNECT (the caller checks)."""
-    m = _RESP_FAST_RE.match(buf)
+    # The head must end within ``limit`` bytes: the match cannot look further.
+    try:
+        m = _resp_fast_match(buf, 0, limit)
+    except SystemError:  # see _REQ_FAST_RE
+        return None
     if m is None:
         return None
-    end = m.end()
-    if end > limit:
-        return None
-    if end >= _MIN_LONG_HEAD and buf.count(b"\n", 0, end) > MAX_HEADERS + 2:  # a field line takes >= 4 bytes
-        return None
-    length = -1
-    conn = 0
-    keep_alive = True
-    cookie = False
-    for name, value in _RESP_SPECIAL_RE.findall(buf[:end - 2].lower()):
-        if name == b"content-length":
-            value = value.rstrip(b" \t")
-            if length >= 0 or not value.isdigit() or len(value) > CONTENT_LENGTH_MAX_DIGITS:
-                return None
-            length = int(value)
-        elif name == b"set-cookie":
-            cookie = True
-        elif name == b"connection" and not conn:
-            value = value.rstrip(b" \t")
-            if value == b"close":
-                keep_alive = False
-            elif value != b"keep-alive":
-                return None
-            conn = 1
-        else:
-            return None
-    if length < 0:
-        return None
-    return int(m.group(1)), end, length, conn, keep_alive, cookie
+    status, length, conn, close, cookie = m.groups()
+    return int(status), m.end(), int(length), 0 if conn is None else 1, close is None, cookie is not None
 
 
-_MIN_LONG_HEAD = 4 * MAX_HEADERS  # a shorter head cannot have more than MAX_HEADERS field lines
 _CONNECTION_FIELD_RE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
 
 

@@ -141,7 +141,7 @@ def _append_fields(edits: list[HttpRule], head: RequestHead, raw: bytes, limit: 
         hdrs = hdrs + [(rule.name, rule.value) for rule in edits]
     new_head = RequestHead(head.method, head.target, head.version, hdrs, head.framing, head.content_length,
                            head.keep_alive, head.expect_continue, head.connection_tokens, new_len, False,
-                           head.has_cookie, head.plain, text, head._hpos)
+                           head.has_cookie, head.plain, text)
     return Outcome(head=new_head, raw=raw[:rlen - 2] + added + raw[rlen - 2:])
 
 

@@ -8,11 +8,13 @@ space before the colon, duplicates, smuggling shapes), and both paths are compar
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from balancier.http1 import Framing, HttpError, parse_request_head, parse_response_head
+from balancier.http1 import Framing, HttpError, heads, parse_request_head, parse_response_head
 from balancier.http1.heads import MAX_HEADERS, connection_field_span, scan_response_head
 
 FIELDS = [
@@ -27,6 +29,13 @@ FIELDS = [
     b"X-Any: value", b"X-Tab:\tv\t", b"X-Empty:", b"X-Obs: \xe9t\xe9", b"X-Ctl: a\x01b", b"X-Del: a\x7fb",
     b" X-Fold: v", b"\tX-Fold: v", b"X-Space : v", b"X@Bad: v", b": novalue", b"NoColon", b"X-CR: a\rb",
     b"X-LF: a\nb",
+    # case and OWS of the names and values the fast paths read; names that only start like a special one
+    b"HOST: A.Test", b"Host: a.test \t", b"Host:[::1]", b"Host: a.test:", b"Host: [::1", b"Host: a.test, b.test",
+    b"Host: a_b.test:80:80", b"CONNECTION: Close", b"Connection: close ", b"Connection: keep-alive, Upgrade",
+    b"coNNection:\tKeep-Alive\t", b"Connection: closed", b"CONTENT-LENGTH: 12 ", b"Content-Length: 0",
+    b"Content-Length: 123456789012345678", b"Content-Length: ", b"Content-Length: 1 2", b"Content-Length: \xb2",
+    b"EXPECT: 100-CONTINUE\t", b"Expect:", b"COOKIE:", b"Set-Cookie:", b"Hostname: x", b"Connection-X: y",
+    b"TEx: y", b"Content-Length2: 5", b"X-Te: y", b"Keep-Alive2: y", b"Upgrade-Insecure-Requests: 1",
 ]
 REQUEST_LINES = [
     b"GET / HTTP/1.1", b"POST /a?b=c HTTP/1.1", b"HEAD /x HTTP/1.1", b"GET / HTTP/1.0", b"GET / HTTP/1.2",
@@ -44,15 +53,15 @@ def head(start: bytes, fields: list[bytes]) -> bytes:
     return b"\r\n".join([start, *fields]) + b"\r\n\r\n"
 
 
-def outcome_request(buf: bytes, fast: bool) -> object:
+def outcome_request(buf: bytes, fast: bool, limit: int = 16384) -> object:
     try:
-        h = parse_request_head(buf, 16384, fast=fast)
+        h = parse_request_head(buf, limit, fast=fast)
     except HttpError as e:
         return ("error", e.status)
     if h is None:
         return None
     return (h.method, h.target, h.version, h.headers, h.framing, h.content_length, h.keep_alive,
-            h.expect_continue, h.connection_tokens, h.raw_len, h.normalised, h.has_cookie)
+            h.expect_continue, h.connection_tokens, h.raw_len, h.normalised, h.has_cookie, h.get("host"))
 
 
 @settings(max_examples=600, deadline=None)
@@ -60,6 +69,69 @@ def outcome_request(buf: bytes, fast: bool) -> object:
 def test_request_fast_path_matches_full_parser(start: bytes, fields: list[bytes], rest: bytes) -> None:
     buf = head(start, fields) + rest
     assert outcome_request(buf, True) == outcome_request(buf, False)
+    assert_engine_copes(buf)
+
+
+def assert_engine_copes(buf: bytes) -> None:
+    """The fast patterns never make the regex engine raise (see heads._REQ_FAST_RE: the parser would fall back,
+    but that would hide a pattern that breaks its rule)."""
+    end = buf.find(b"\r\n\r\n")
+    if end > 0:
+        heads._REQ_FAST_RE.fullmatch(buf[:end + 2].decode("latin-1"))
+    heads._RESP_FAST_RE.match(buf, 0, 16384)
+
+
+@pytest.mark.parametrize("start", [b"GET / HTTP/1.1", b"POST /a HTTP/1.1", b"GET / HTTP/1.0"])
+def test_request_fast_path_matches_full_parser_on_every_pair_of_fields(start: bytes) -> None:
+    """Every ordered pair: duplicates (a second Host, Connection, Content-Length, Expect) and each special field
+    next to each other field, with and without Host."""
+    for a in FIELDS:
+        for b in FIELDS:
+            for fields in ([b"Host: h", a, b], [a, b]):
+                buf = head(start, fields)
+                assert outcome_request(buf, True) == outcome_request(buf, False), buf
+                assert_engine_copes(buf)
+
+
+def test_request_fast_path_takes_the_common_shapes() -> None:
+    """What the fast path must take (``_text`` is set only there; ``plain`` too), with the full parser's
+    results."""
+    cases = [
+        [b"Host: a"],
+        [b"HOST: A.Test:8080 ", b"User-Agent: x", b"Accept: */*"],
+        [b"Host: [::1]:80", b"Connection: close"],
+        [b"connection:\tKeep-Alive\t", b"Host: a", b"Cookie: a=b", b"cookie: c=d"],
+        [b"Host: a", b"Content-Length: 12 ", b"Expect: 100-Continue"],
+        [b"Host: a", b"Content-Length: 0"],
+        [b"Host: ", b"Upgrade-Insecure-Requests: 1", b"Hostname: b", b"Connection-X: y", b"TEx: y"],
+    ]
+    for fields in cases:
+        buf = head(b"POST /x?y HTTP/1.1", fields) + b"body"
+        h = parse_request_head(buf)
+        assert h is not None and h._text and h.plain, fields
+        assert outcome_request(buf, True) == outcome_request(buf, False)
+    h = parse_request_head(head(b"GET / HTTP/1.1", [b"Host: a", b"Connection:"]))
+    assert h is not None and h._text and not h.plain  # an empty Connection field: removed, not forwarded as is
+
+
+def test_request_fast_path_leaves_the_rest_to_the_full_parser() -> None:
+    for fields in ([b"Host: a", b"Host: a"], [b"Host: a", b"Connection: close", b"Connection: close"],
+                   [b"Host: a", b"Content-Length: 1", b"Content-Length: 1"], [b"Host: a", b"Keep-Alive: 5"],
+                   [b"Host: a", b"Expect: 100-continue", b"Expect: x"], [b"Host: a", b"TE: trailers"],
+                   [b"Host: a", b"Transfer-Encoding: chunked"], [b"Host: a", b"Content-Length: 1, 1"], []):
+        buf = head(b"GET / HTTP/1.1", fields)
+        h = outcome_request(buf, True)
+        assert h == outcome_request(buf, False)
+        if not isinstance(h, tuple) or h[0] != "error":
+            parsed = parse_request_head(buf)
+            assert parsed is not None and not parsed._text and not parsed.plain
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_request_size_limit_is_exact(fast: bool) -> None:
+    buf = head(b"GET / HTTP/1.1", [b"Host: a"])
+    assert outcome_request(buf, fast, len(buf)) == outcome_request(buf, False)
+    assert outcome_request(buf, fast, len(buf) - 1) == ("error", 431)
 
 
 def test_request_fast_path_is_taken_and_plain() -> None:
@@ -86,6 +158,7 @@ def test_request_header_count_limit_on_both_paths() -> None:
 @given(st.sampled_from(STATUS_LINES), st.lists(st.sampled_from(FIELDS), max_size=6), st.binary(max_size=8))
 def test_response_scan_agrees_with_full_parser(start: bytes, fields: list[bytes], rest: bytes) -> None:
     buf = head(start, fields) + rest
+    assert_engine_copes(buf)
     info = scan_response_head(buf, 16384)
     if info is None:
         return  # the full parser decides
@@ -107,6 +180,37 @@ def test_response_scan_agrees_with_full_parser(start: bytes, fields: list[bytes]
         rest_head = parse_response_head(without, 16384, "GET")
         assert rest_head is not None
         assert [h for h in full.headers if h[0].lower() != "connection"] == rest_head.headers
+
+
+def test_response_scan_agrees_with_full_parser_on_every_pair_of_fields() -> None:
+    for a in FIELDS:
+        for b in FIELDS:
+            for fields in ([b"Content-Length: 1", a, b], [a, b]):
+                buf = head(b"HTTP/1.1 200 OK", fields)
+                test_response_scan_agrees_with_full_parser.hypothesis.inner_test(  # type: ignore[attr-defined]
+                    b"HTTP/1.1 200 OK", fields, b"")
+                info = scan_response_head(buf, 16384)
+                if a.lower().startswith(b"content-length:") or b.lower().startswith(b"content-length:"):
+                    continue
+                if fields[0] == b"Content-Length: 1" and _plain(a) and _plain(b):
+                    assert info is not None, buf  # nothing unusual: the fast path must take it
+
+
+def _plain(field: bytes) -> bool:
+    """A valid field line that the response fast path takes whatever its value (not special, not broken)."""
+    name, colon, value = field.partition(b":")
+    special = {b"connection", b"transfer-encoding", b"te", b"trailer", b"keep-alive", b"proxy-connection",
+               b"upgrade", b"content-length"}
+    return (bool(colon) and name.lower() not in special and re.fullmatch(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+", name)
+            is not None and re.fullmatch(rb"[\t\x20-\x7e\x80-\xff]*", value) is not None)
+
+
+def test_response_size_limit_is_exact() -> None:
+    buf = head(b"HTTP/1.1 200 OK", [b"Content-Length: 3"]) + b"abc"
+    n = len(buf) - 3
+    info = scan_response_head(buf, n)
+    assert info is not None and info[1] == n
+    assert scan_response_head(buf, n - 1) is None
 
 
 def test_response_header_count_limit() -> None:
