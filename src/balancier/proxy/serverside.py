@@ -110,7 +110,9 @@ class ServerSide:
                 return
             self._fail(503, "S", "C")
             return
-        if picked.saturated:  # hash algorithms return their server even when it is saturated: wait for it
+        # hash algorithms return their server even when it is saturated: wait for it (only a server with a
+        # maxconn can be saturated; the test first spares the usual request a property call)
+        if picked.cfg.maxconn and picked.saturated:
             self._enqueue(picked)
             return
         backend.acquire(picked)
