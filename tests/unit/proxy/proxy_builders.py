@@ -1,11 +1,45 @@
-"""Builders for the data plane's pure cores: backends from plain tuples, a fake clock (imported by the tests)."""
+"""Builders for the data plane's unit tests: backends from plain tuples, a fake clock, a recording transport
+(imported by the tests)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from balancier.proxy.config.model import Balance, CookieConfig, HttpCheck, Proxy, ServerConfig
 from balancier.proxy.servers import Backend
+
+
+class Recorder:
+    """A transport that records what a stream writes and asks of it (the edge of a unit test: no socket)."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.closing = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.9", 40000) if name in ("peername", "sockname") else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
 
 class FakeClock:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,36 +24,7 @@ from balancier.proxy.stream import HttpStream
 from balancier.proxy.tcp import TcpStream
 from balancier.proxy.timers import Sweeper
 
-
-class Transport:
-    """A client transport that records what the stream asks of it."""
-
-    def __init__(self) -> None:
-        self.closing = False
-        self.reading = True
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.9", 40000) if name in ("peername", "sockname") else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
+from proxy_builders import Recorder
 
 
 class FakeListener:
@@ -76,15 +46,6 @@ class FakeListener:
         self.serving = False
 
 
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
-
-
 def runtime(tmp_path: Path, loop: asyncio.AbstractEventLoop, global_maxconn: int, fe_maxconn: int,
             extra: str = "") -> tuple[Runtime, Any, FakeListener]:
     cfg = tmp_path / "p.cfg"
@@ -99,9 +60,9 @@ def runtime(tmp_path: Path, loop: asyncio.AbstractEventLoop, global_maxconn: int
     return rt, rt.routes[0], lst
 
 
-def connect(rt: Runtime, route: Any) -> tuple[HttpStream, Transport]:
+def connect(rt: Runtime, route: Any) -> tuple[HttpStream, Recorder]:
     s = HttpStream(rt, route)
-    tr = Transport()
+    tr = Recorder()
     s.connection_made(tr)
     return s, tr
 

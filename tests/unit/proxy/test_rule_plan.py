@@ -6,14 +6,15 @@ whatever the rules (condition on ssl_fc, several fields, a redirect, a derived f
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_stream_fast import RESP_KA, Recorder, setup
+from test_stream_fast import RESP_KA, setup
 
 from balancier.proxy import httprules
 from balancier.proxy.stream import HttpStream
+
+from proxy_builders import Recorder
 
 RULES = {
     "proto-if-ssl": "    http-request set-header X-Forwarded-Proto https if { ssl_fc }\n",
@@ -36,15 +37,6 @@ REQUESTS = [
     b"GET /a HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\n\r\n",
     BASE + b"X-Forwarded-Protocol: x\r\n\r\n",  # a longer name is another field
 ]
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
 
 
 def run(tmp_path: Path, loop: asyncio.AbstractEventLoop, rules: str, ssl_fc: bool, requests: list[bytes],

@@ -9,61 +9,20 @@ path still taken (and still rewriting) when a cookie or an HTTP/1.0 client needs
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from balancier.proxy.config import load
 from balancier.proxy.pool import ServerConn
 from balancier.proxy.runtime import Runtime
 from balancier.proxy.stream import HttpStream
 
+from proxy_builders import Recorder
+
 BODY = b"hello"
 RESP_KA = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n" + BODY
 RESP_PLAIN = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: 5\r\n\r\n" + BODY
 RESP_CLOSE = b"HTTP/1.1 200 OK\r\nServer: t\r\nConnection: close\r\nContent-Length: 5\r\n\r\n" + BODY
-
-
-class Recorder:
-    """A transport that keeps what is written to it."""
-
-    def __init__(self) -> None:
-        self.data = b""
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        self.data += data
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.9", 40000) if name in ("peername", "sockname") else default
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    abort = close
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-@pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
 
 
 def setup(tmp_path: Path, loop: asyncio.AbstractEventLoop, extra: str) -> tuple[Runtime, Any, ServerConn]:

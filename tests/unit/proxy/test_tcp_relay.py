@@ -7,7 +7,7 @@ tests/integration/test_tcp_differential.py; here every timer step is exact and i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,15 +131,6 @@ class Log:
         self.records.append(r)
 
 
-@pytest.fixture
-def real_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
-
-
 class Harness:
     def __init__(self, tmp_path: Path, real_loop: asyncio.AbstractEventLoop, timeouts: str) -> None:
         cfg = tmp_path / "p.cfg"
@@ -180,8 +171,8 @@ class Harness:
 
 
 @pytest.fixture
-def make(tmp_path: Path, real_loop: asyncio.AbstractEventLoop) -> Callable[[str], Harness]:
-    return lambda timeouts="": Harness(tmp_path, real_loop, timeouts)
+def make(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> Callable[[str], Harness]:
+    return lambda timeouts="": Harness(tmp_path, loop, timeouts)
 
 
 @pytest.mark.parametrize(("eof_relayed", "fin", "tunnel", "plain", "expected"), [
