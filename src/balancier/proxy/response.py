@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 class ResponseSide:
     """Server events and response forwarding for `HttpStream`."""
 
+    if not TYPE_CHECKING:  # the state lives in HttpStream's slots (the type checker reads the declarations)
+        __slots__ = ()
+
     # state owned by HttpStream (declared here for the type checker)
     rt: Runtime
     route: Route

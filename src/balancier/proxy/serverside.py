@@ -41,6 +41,10 @@ IDEMPOTENT = frozenset(("GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"))
 class ServerSide:
     """Server choice and connection management for `HttpStream`."""
 
+    if not TYPE_CHECKING:  # the state lives in HttpStream's slots (the type checker reads the declarations)
+        __slots__ = ()
+
+
     # state owned by HttpStream (declared here for the type checker)
     rt: Runtime
     route: Route

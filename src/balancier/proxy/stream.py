@@ -15,11 +15,11 @@ Rules (HAProxy §7-§13):
   hop-by-hop field other than `Connection: close|keep-alive`), the validated bytes go out as received with the
   `Connection` field cut out and our fields spliced in before the blank line.
 - Hot path economy: one clock read per event (`c_last`/`s_last` serve the log timers too), per-connection and
-  per-request defaults are class attributes restored with one `dict.update` of the fields every request writes
-  (the rare ones are dropped only when one was written), persistence runs only when the request carries a Cookie
-  (else flag N/-, as `persistence.on_request` would say, with one shared read-only result), what follows the
-  fields of an HTTP/1.1 request (X-Forwarded-For, Connection, blank line) is made once per connection, and a
-  request without body or pipelined bytes skips the body bookkeeping.
+  per-request state lives in slots (a slot is read and written by offset; an instance dict costs a hashed lookup
+  per access) and is reset by one generated function storing each default, persistence runs only when the
+  request carries a Cookie (else flag N/-, as `persistence.on_request` would say, with one shared read-only
+  result), what follows the fields of an HTTP/1.1 request (X-Forwarded-For, Connection, blank line) is made once
+  per connection, and a request without body or pipelined bytes skips the body bookkeeping.
   Responses go to the client as HTTP/1.1.
 - Server connections: `http-reuse never` keeps a connection private to its client connection; `safe` takes pooled
   connections except for the first request of a client connection; `aggressive` also for first requests but only
@@ -103,26 +103,15 @@ _REQUEST_DEFAULTS: dict[str, Any] = dict(
     applet="<NOSRV>",  # the log's server name when no server was chosen (<STATS>, <PROMEX>)
     added=None,  # httprules.Plan whose set-header fields this request gets appended (see _on_head_bytes)
 )
-# The fields that every request writes or reads (the reset restores them with one dict update) and the rare ones
-# (slow paths: bodies, queues, retries, interim responses...), dropped from the instance only when one was written.
-_REQUEST_COMMON: dict[str, Any] = {k: _REQUEST_DEFAULTS[k] for k in (
-    "head", "t_first", "t_head", "t_conn", "t_connected", "t_resp", "srv", "direct", "pers", "ck_req", "ck_resp",
-    "sconn", "reused", "out", "replay", "rstate", "status", "bytes_out", "s_last", "client_ka", "resp_started",
-    "flags_a", "flags_b", "in_be", "resp_ka", "fast_resp", "ck_none", "added",
-    # read by every request though rarely written: a field missing from the instance dict is read through the
-    # class, a slow generic lookup, so these are kept in the dict
-    "req_done", "prev_srv", "rbuf", "s_read_paused", "pending", "task", "turn", "bytes_in")}
-_REQUEST_RARE = tuple(k for k in _REQUEST_DEFAULTS if k not in _REQUEST_COMMON)
 # Per-connection state of a new stream (dport: the port the client connected to, read only when a server has no
 # port; req_tail: what follows an HTTP/1.1 request's fields (forwardfor line, Connection, blank line), made at
 # the first request, with the set-header fields of tail_plan; rule_plan: httprules.plan_for's answer for this
 # connection; private: http-reuse never, this client's own idle server connection; counted: in
-# actconn/feconn; n_keys: the size of the instance dict after the last full reset, see _finish), then the
-# per-request defaults. These are class attributes of HttpStream (set below it).
+# actconn/feconn), then the per-request defaults. HttpStream keeps them in slots, set by _init_conn.
 _CONN_DEFAULTS: dict[str, Any] = dict(
     transport=None, phase=IDLE, buf=b"", nreq=0, cpause=0, c_write_paused=False, c_pause_since=0.0, c_last=0.0,
     cip="", cport=0, dport=0, xff=None, req_tail=None, tail_plan=None, rule_plan=None, private=None, t_phase=0.0,
-    counted=False, n_keys=-1,
+    counted=False,
     **_REQUEST_DEFAULTS,
 )
 
@@ -155,27 +144,17 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     flags_a: str
     flags_b: str
     in_be: bool
-    ssl_fc = False  # the client connection is TLS (set by the listener of a `bind ... ssl` line)
-    http_rules: tuple[Any, ...] | None = None  # the route's http-request rules (set by the listener when any)
+    ssl_fc: bool  # the client connection is TLS (set by the listener of a `bind ... ssl` line)
+    http_rules: tuple[Any, ...] | None  # the route's http-request rules (set by the listener when any)
+    __slots__ = ("rt", "route", "ssl_fc", "http_rules", *_CONN_DEFAULTS)
 
     def __init__(self, rt: Runtime, route: Route) -> None:
-        # Everything else starts from the class-level defaults (_CONN_DEFAULTS, set below the class): a new
-        # connection costs a few stores, and a connection that carries one request never copies the request state.
+        # everything else from _CONN_DEFAULTS, one store each (_init_conn, made below the class)
         self.rt = rt
         self.route = route
-        # read by every request: kept in the instance dict (a class-level default is a slow generic lookup)
-        self.cpause = 0
-        self.c_write_paused = False
+        self.ssl_fc = False
         self.http_rules = None  # the listener sets the route's rules after this, when it has any
-
-    # ------------------------------------------------------------------ per-request state
-    def _reset_rare(self, d: dict[str, Any]) -> None:
-        """The slow half of the per-request reset (see _REQUEST_RARE): drop every rare field from the instance, so
-        that the class default shows again, and remember the size of the instance dict without them."""
-        for k in _REQUEST_RARE:
-            d.pop(k, None)
-        self.n_keys = 0  # present before it is measured: storing it must not change the size it records
-        self.n_keys = len(d)
+        _init_conn(self)
 
     # ------------------------------------------------------------------ client transport events
     def connection_made(self, transport: Any) -> None:
@@ -584,14 +563,8 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         if close or not self.client_ka or transport is None or transport.is_closing():
             self._close()
             return
-        # keep-alive: next request (possibly already buffered). The per-request state is reset: one C-level
-        # update for the fields every request writes; the rare ones only when one of them was written (the
-        # instance dict then has more keys than after the last full reset: keys are only ever added, except by
-        # _reset_rare, so an equal size means no rare field is in it and each reads its class default)
-        d = self.__dict__
-        d.update(_REQUEST_COMMON)
-        if len(d) != self.n_keys:
-            self._reset_rare(d)
+        # keep-alive: next request (possibly already buffered), from the per-request defaults
+        _reset_request(self)
         self.phase = IDLE
         self.t_phase = self.rt.loop.time()
         if self.cpause:
@@ -735,8 +708,17 @@ def _request_tail(name: str, value: str | None, conn: bytes, before: bytes = b""
     return tail
 
 
-for _name, _value in _CONN_DEFAULTS.items():  # immutable values only: instances rebind, never mutate them
-    setattr(HttpStream, _name, _value)
+def _storer(name: str, fields: dict[str, Any]) -> Any:
+    """A function storing each field's default with one attribute store (slots have no dict to update; the
+    defaults are immutable literals, so their repr is their value)."""
+    body = "".join(f"    self.{k} = {v!r}\n" for k, v in fields.items())
+    ns: dict[str, Any] = {}
+    exec(f"def {name}(self):\n{body}", ns)
+    return ns[name]
+
+
+_init_conn = _storer("_init_conn", _CONN_DEFAULTS)
+_reset_request = _storer("_reset_request", _REQUEST_DEFAULTS)
 
 
 # The persistence result of a request without a Cookie field (flag N, or - for a passive cookie without

@@ -174,7 +174,7 @@ def test_factory_with_rules_gives_them_to_every_stream(tmp_path: Path, loop: asy
     s1, s2 = plain(), plain()
     assert type(s1) is HttpStream and s1.http_rules == rules and s2.http_rules == rules
     assert s1.ssl_fc is False and s1.route is route
-    assert HttpStream.http_rules is None  # set on each instance, not on the class every route shares
+    assert HttpStream(rt, route).http_rules is None  # set on each instance, not on the class every route shares
     tls = wrap_factory(_factory(HttpStream, rt, route), True, route)()
     assert tls.ssl_fc is True and tls.http_rules == rules
     # the rules found from the first stream when the route is not given (the former way)
