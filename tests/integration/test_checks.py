@@ -527,7 +527,13 @@ listen esup-proxy
             ]
         # the same scenario seen through `show servers state`: operational state, check result, health and check
         # state of every server, field for field (only the seconds since the last change depend on timing)
-        states = {impl: _servers_state(sock) for impl, sock in sockets.items()}
+        # (a snapshot taken while a check runs shows it in progress: srv_check_state odd, result unknown; checks
+        # every 200 ms take a millisecond, so take the pair again until neither shows one, bounded)
+        for _ in range(50):
+            states = {impl: _servers_state(sock) for impl, sock in sockets.items()}
+            if not any(int(r[13]) & 1 for rows_ in states.values() for r in rows_[2:]):
+                break
+            time.sleep(0.02)
         assert states["balancier"] == states["haproxy"]
         rows = {r[3]: r for r in states["haproxy"][2:]}
         # srv_op_state, srv_check_status, srv_check_result, srv_check_health: ents3 and ents2 stopped after
