@@ -18,7 +18,7 @@ Rules (HAProxy §12.2, §12.4):
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from balancier.proxy.logs import HttpLogRecord
 
@@ -44,22 +44,34 @@ def finish_log(s: HttpStream) -> None:
     idx = _hrsp_index(status, 0)  # 1..5 for 1xx..5xx, 0 for anything else
     bytes_in = s.bytes_in  # request body bytes: 0 for most requests, so their sums are skipped
     bytes_out = s.bytes_out
-    if head is not None and srv is not None and not bytes_in:
-        # the usual request (a head, a server, no body): the same sums as below, without their tests
+    if head is not None:
         fe.req_tot += 1
         fe.hrsp[idx] += 1
-        fe.bin += head.raw_len
-        fe.bout += bytes_out
         backend.req_tot += 1
         backend.hrsp[idx] += 1
+        fe.bin += bytes_in + head.raw_len
+    elif bytes_out:  # an error page sent for a bad request
+        fe.req_tot += 1
+        fe.hrsp[idx] += 1
+        backend.req_tot += 1
+        backend.hrsp[idx] += 1
+        fe.bin += bytes_in
+    elif bytes_in:
+        fe.bin += bytes_in
+    if bytes_out:
+        fe.bout += bytes_out
         backend.bout += bytes_out
-        backend.stot += 1
+    if bytes_in:
+        backend.bin += bytes_in
+    if srv is not None:
         srv.req_tot += 1
         srv.stot += 1
+        backend.stot += 1
         srv.hrsp[idx] += 1
-        srv.bout += bytes_out
-    else:
-        _count(fe, backend, srv, head, idx, bytes_in, bytes_out)
+        if bytes_in:
+            srv.bin += bytes_in
+        if bytes_out:
+            srv.bout += bytes_out
     logger = fe.logger
     if logger is None:
         return
@@ -91,34 +103,3 @@ def finish_log(s: HttpStream) -> None:
     )
     logger.log_http(rec)
 
-
-def _count(fe: Any, backend: Any, srv: Any, head: Any, idx: int, bytes_in: int, bytes_out: int) -> None:
-    """The counters of any request (finish_log takes the usual case itself)."""
-    if head is not None:
-        fe.req_tot += 1
-        fe.hrsp[idx] += 1
-        backend.req_tot += 1
-        backend.hrsp[idx] += 1
-        fe.bin += bytes_in + head.raw_len
-    elif bytes_out:  # an error page sent for a bad request
-        fe.req_tot += 1
-        fe.hrsp[idx] += 1
-        backend.req_tot += 1
-        backend.hrsp[idx] += 1
-        fe.bin += bytes_in
-    elif bytes_in:
-        fe.bin += bytes_in
-    if bytes_out:
-        fe.bout += bytes_out
-        backend.bout += bytes_out
-    if bytes_in:
-        backend.bin += bytes_in
-    if srv is not None:
-        srv.req_tot += 1
-        srv.stot += 1
-        backend.stot += 1
-        srv.hrsp[idx] += 1
-        if bytes_in:
-            srv.bin += bytes_in
-        if bytes_out:
-            srv.bout += bytes_out
