@@ -233,7 +233,7 @@ class Runtime:
         # every live stream, admitted or parked; the sweeper checks the timeouts of this very set, so being
         # admitted (accept) and released is all the registration a connection needs
         self.streams: set[Any] = set()
-        self.sweeper = Sweeper(loop, items=self.streams)
+        self.sweeper = Sweeper(loop, self.streams)
         self.pool = Pool()
         self.limited = False  # some frontend is paused by a maxconn (kept by _update_listeners)
         self.parked: collections.deque[Any] = collections.deque()
@@ -332,24 +332,12 @@ class Runtime:
             # would leave the client waiting for a slot that never frees
             self._count_in(s)
             return True
-        act = self.actconn + 1
-        n = fe.feconn + 1
-        if self.parked or act > self.maxconn or n > fe.maxconn:
+        if self.parked or self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
             s.counted = False
             self.parked.append(s)
             self._update_listeners()
             return False
-        # _count_in, inline: this runs once per connection
-        s.counted = True
-        self.actconn = act
-        fe.feconn = n
-        fe.stot += 1
-        if n > fe.smax:
-            fe.smax = n
-        if fe.connect_logger is not None:
-            self._log_connect(s, fe)
-        if act >= self.maxconn or n >= fe.maxconn:
-            self._update_listeners()
+        self._count_in(s)
         return True
 
     def _count_in(self, s: Any) -> None:
@@ -550,5 +538,5 @@ def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
 
 def _factory(cls: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:
     # a partial, not a closure: the event loop calls it once per accepted connection, and a partial of the class
-    # runs no Python frame of its own (the listener may swap the class for a subclass with the route's rules)
+    # runs no Python frame of its own
     return functools.partial(cls, rt, route)
