@@ -6,17 +6,16 @@ Rules:
   registered object, which compares its own deadlines and acts. A timeout therefore fires between its nominal time
   and `RESOLUTION` later (HAProxy's own timers are also coarse at the millisecond scale; 100 ms is the documented
   precision here).
-- Registration is O(1) (a set); the sweep is O(live streams), which is cheap next to the I/O those streams do.
-  The runtime hands its own set of live streams to the sweeper (`items=`): a stream is then registered by being
-  admitted (`Runtime.accept`) and unregistered by being released, with no call of its own per connection.
-  `add`/`discard` stay for objects outside that set (and are harmless on the shared one).
+- The sweeper checks the set it is given: the runtime's own set of live streams, so a stream is registered by
+  being admitted (`Runtime.accept`) and unregistered by being released, with no call of its own per connection.
+  The sweep is O(live streams), which is cheap next to the I/O those streams do.
 - Objects that must fire with more precision (the retry turn-around delay) use `call_later` directly: they are rare.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Protocol
 
 RESOLUTION = 0.1  # seconds between two sweeps
 
@@ -26,11 +25,10 @@ class Checkable(Protocol):
 
 
 class Sweeper:
-    def __init__(self, loop: asyncio.AbstractEventLoop, resolution: float = RESOLUTION,
-                 items: set[Any] | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, items: set[Checkable], resolution: float = RESOLUTION) -> None:
         self.loop = loop
         self.resolution = resolution
-        self.items: set[Any] = items if items is not None else set()  # each has check(now)
+        self.items = items  # owned (added to, discarded from) by the caller
         self._handle: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
@@ -41,12 +39,6 @@ class Sweeper:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-    def add(self, item: Checkable) -> None:
-        self.items.add(item)
-
-    def discard(self, item: Checkable) -> None:
-        self.items.discard(item)
 
     def _tick(self) -> None:
         now = self.loop.time()

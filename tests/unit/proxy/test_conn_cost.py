@@ -129,8 +129,7 @@ def test_sweeper_checks_the_runtime_streams(tmp_path: Path, loop: asyncio.Abstra
     rt, route, _ = runtime(tmp_path, loop, 10, 10)
     quiet, quiet_tr = connect(rt, route)
     busy, busy_tr = connect(rt, route)
-    rt.sweeper.discard(quiet)  # a stream's own discard on the shared set removes it from the checks too
-    rt.sweeper.add(quiet)
+    assert rt.sweeper.items is rt.streams  # admission is the registration
     assert rt.sweeper.items == {quiet, busy}
     quiet.t_phase -= 10.0  # silent since its accept, longer than `timeout client` (5 s)
     rt.sweeper._tick()
@@ -140,18 +139,19 @@ def test_sweeper_checks_the_runtime_streams(tmp_path: Path, loop: asyncio.Abstra
     assert not rt.sweeper.items
 
 
-def test_sweeper_alone_keeps_its_own_set(loop: asyncio.AbstractEventLoop) -> None:
+def test_sweeper_checks_the_set_it_is_given(loop: asyncio.AbstractEventLoop) -> None:
     seen: list[float] = []
 
     class Item:
         def check(self, now: float) -> None:
             seen.append(now)
 
-    sw = Sweeper(loop)
+    items: set[Item] = set()
+    sw = Sweeper(loop, items)  # type: ignore[arg-type]
     it = Item()
-    sw.add(it)
+    items.add(it)
     sw._tick()
-    sw.discard(it)
+    items.discard(it)
     sw._tick()
     sw.stop()
     assert len(seen) == 1
