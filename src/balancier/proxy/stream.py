@@ -107,12 +107,12 @@ _REQUEST_DEFAULTS: dict[str, Any] = dict(
 # port; req_tail: what follows an HTTP/1.1 request's fields (forwardfor line, Connection, blank line), made at
 # the first request, with the set-header fields of tail_plan; rule_plan: httprules.plan_for's answer for this
 # connection; private: http-reuse never, this client's own idle server connection; counted: in
-# actconn/feconn), then the per-request defaults. HttpStream keeps them in slots, set by _init_conn.
+# actconn/feconn; ssl_fc and http_rules: set by the listener of a TLS bind / a route with http-request rules),
+# then the per-request defaults. HttpStream keeps them in slots, set by _init_conn.
 _CONN_DEFAULTS: dict[str, Any] = dict(
     transport=None, phase=IDLE, buf=b"", nreq=0, cpause=0, c_write_paused=False, c_pause_since=0.0, c_last=0.0,
     cip="", cport=0, dport=0, xff=None, req_tail=None, tail_plan=None, rule_plan=None, private=None, t_phase=0.0,
-    counted=False,
-    **_REQUEST_DEFAULTS,
+    counted=False, ssl_fc=False, http_rules=None, **_REQUEST_DEFAULTS,
 )
 
 
@@ -146,14 +146,12 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     in_be: bool
     ssl_fc: bool  # the client connection is TLS (set by the listener of a `bind ... ssl` line)
     http_rules: tuple[Any, ...] | None  # the route's http-request rules (set by the listener when any)
-    __slots__ = ("rt", "route", "ssl_fc", "http_rules", *_CONN_DEFAULTS)
+    __slots__ = ("rt", "route", *_CONN_DEFAULTS)
 
     def __init__(self, rt: Runtime, route: Route) -> None:
         # everything else from _CONN_DEFAULTS, one store each (_init_conn, made below the class)
         self.rt = rt
         self.route = route
-        self.ssl_fc = False
-        self.http_rules = None  # the listener sets the route's rules after this, when it has any
         _init_conn(self)
 
     # ------------------------------------------------------------------ client transport events
@@ -421,13 +419,13 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
                 conn = b"" if route.conn_mode == KAL else b"Connection: close\r\n"
             else:  # 1.0 closes by default
                 conn = b"Connection: keep-alive\r\n" if route.conn_mode == KAL else b""
-            xline = b"" if xff is None else _request_tail(route.xff_header, xff, b"")[:-2]
-            return b"".join((base, b"" if added is None else added.lines, xline, conn, b"\r\n"))
+            return base + _request_tail(route.xff_header, xff, conn, b"" if added is None else added.lines)
         headers = strip_hop_by_hop(head.headers, head.connection_tokens)
         if cookie_headers is not None:
             headers = _replace_cookies(headers, cookie_headers)
-        if self.added is not None:
-            headers.extend(self.added.fields)
+        added = self.added
+        if added is not None:
+            headers.extend(added.fields)
         if xff is not None:
             headers.append((route.xff_header, xff))
         if route.conn_mode != KAL:
