@@ -127,9 +127,8 @@ class RequestHead:
     def __init__(self, method: str, target: str, version: str, headers: list[tuple[str, str]] | None,
                  framing: Framing, content_length: int, keep_alive: bool, expect_continue: bool,
                  connection_tokens: frozenset[str], raw_len: int, normalised: bool = False,
-                 has_cookie: bool = False, plain: bool = False, text: str = "", hpos: int = 0) -> None:
-        """``headers`` None means "split ``text`` when read"; ``hpos`` is accepted for older callers and not
-        kept (`_hpos` finds the field lines again)."""
+                 has_cookie: bool = False, plain: bool = False, text: str = "") -> None:
+        """``headers`` None means "split ``text`` when read"."""
         self.method = method
         self.target = target
         self.version = version

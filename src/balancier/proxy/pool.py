@@ -148,11 +148,6 @@ class Pool:
     def __init__(self) -> None:
         self.idle: dict[int, deque[ServerConn]] = {}  # keyed by id(server): servers need not be hashable
 
-    @property
-    def count(self) -> int:
-        """Idle connections in the pool."""
-        return sum(len(q) for q in self.idle.values())
-
     def put(self, conn: ServerConn, now: float) -> None:
         t = conn.transport
         if conn.alive and not conn.private and t is not None and not t.is_closing():
