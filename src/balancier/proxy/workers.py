@@ -249,23 +249,27 @@ class _Worker:
         if self.slot is not None:
             view.totals = self.slot.totals
         info = info_for_runtime(rt, time.time(), time.monotonic(), __version__, view=view, nbthread=ctx.count)
-        api_cls = OwnerApi if self.owner else ForwardingApi
+        def make_api(level: str) -> RuntimeApi:
+            """The owner's API (changes relayed after they run) or, on another worker, the forwarding one."""
+            api: OwnerApi | ForwardingApi
+            if self.owner:
+                api = OwnerApi(backends, rt.frontends, info, level, proxies=ctx.config.proxies,
+                               hooks=hooks_for_runtime(rt), view=view)
+                api.worker = self
+            else:
+                api = ForwardingApi(backends, rt.frontends, info, level, proxies=ctx.config.proxies,
+                                    hooks=hooks_for_runtime(rt), view=view)
+                api.channel = self.channel
+            return api
+
         if rt.serves_stats():
             import balancier.proxy.statsapplet  # noqa: F401  (imported before a chroot)
 
-            page_api = api_cls(backends, rt.frontends, info, "admin", proxies=ctx.config.proxies,
-                               hooks=hooks_for_runtime(rt), view=view)
-            if isinstance(page_api, ForwardingApi):
-                page_api.channel = self.channel
-            else:
-                page_api.worker = self
-            rt.attach_stats(view, info, page_api)
+            rt.attach_stats(view, info, make_api("admin"))
         if not self.owner:
             return
         for sock_cfg in g.stats_sockets:
-            api = OwnerApi(backends, rt.frontends, info, sock_cfg.level, proxies=ctx.config.proxies,
-                           hooks=hooks_for_runtime(rt), view=view)
-            api.worker = self
+            api = make_api(sock_cfg.level)
             self.owner_api = self.owner_api or api
             server = StatsSocketServer(sock_cfg.address, sock_cfg.mode if sock_cfg.mode is not None else 0o600,
                                        sock_cfg.level, api, timeout=g.stats_timeout / 1000, maxconn=g.stats_maxconn,
@@ -277,9 +281,7 @@ class _Worker:
                                  f"{e.strerror}") from None
             self.stats_servers.append(server)
         if self.owner_api is None:
-            self.owner_api = OwnerApi(backends, rt.frontends, info, "admin", proxies=ctx.config.proxies,
-                                      hooks=hooks_for_runtime(rt), view=view)
-            self.owner_api.worker = self
+            self.owner_api = make_api("admin")
 
     # --- state owner --------------------------------------------------------------------------------------------
     def _on_event(self, ev: Any) -> None:
