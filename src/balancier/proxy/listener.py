@@ -15,9 +15,9 @@ Rules:
   bounded by `TLS_HANDSHAKE_TIMEOUT`. A client that fails the handshake (plaintext, garbage, no shared version,
   unknown name under strict-sni) is dropped by the TLS layer before any protocol is told, so it costs no stream.
 - Each protocol made for a TLS bind gets `ssl_fc = True`; when its route has `http-request` rules
-  (proxy/httprules.py) it gets them as `http_rules`. Both are class-level defaults on the stream (False / None),
-  so plain binds without rules pay nothing per request, nor per connection: the event loop then calls the
-  runtime's factory (a `functools.partial` of the stream class) directly.
+  (proxy/httprules.py) it gets them as `http_rules`. Both default to False / None in the stream, so plain binds
+  without rules pay nothing for them per request, nor per connection: the event loop then calls the runtime's
+  factory (a `functools.partial` of the stream class) directly.
 - The accept path stays uvloop's own server (`create_server` on the listening socket): measured per accepted
   connection, it beats an accept loop of ours (`socket.accept` + `loop.connect_accepted_socket`: 3.4x the
   instructions, 14 syscalls instead of 11) and even a bare `add_reader` per connection without any transport

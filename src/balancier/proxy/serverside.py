@@ -44,7 +44,6 @@ class ServerSide:
     if not TYPE_CHECKING:  # the state lives in HttpStream's slots (the type checker reads the declarations)
         __slots__ = ()
 
-
     # state owned by HttpStream (declared here for the type checker)
     rt: Runtime
     route: Route

@@ -14,11 +14,11 @@ Rules:
 - Server state. ``snapshot(server)`` is everything that defines a server's state (operational state, health
   counter, admin state, user weight, check details, whether checks are enabled, the configured weight and
   ``disabled`` it was derived from, the maxconn in force). ``apply(backend, server, snap)`` makes a server look like
-  the snapshot through
-  ``Backend.set_op/set_admin/set_weight`` (so balancers, logs and views follow); check details are copied as they
-  are. ``carry_over(snap, server)`` is the reload rule: admin state and user weight survive only when they were
-  changed at run time (they differ from what the old configuration said) and, for the weight, when the configured
-  weight did not change; health survives when the server is checked in both configurations.
+  the snapshot through ``Backend.set_op/set_admin/set_weight`` and ``queue.set_maxconn`` (so balancers, queues,
+  logs and views follow); check details are copied as they are. ``carry_over(snap, server)`` is the reload rule:
+  admin state and user weight survive only when they were changed at run time (they differ from what the old
+  configuration said) and, for the weight, when the configured weight did not change; health survives when the
+  server is checked in both configurations.
 - Server limits. ``SharedServed`` holds, per worker slot, the ``served`` count of each server that has a
   ``maxconn``; a worker writes its own count on every acquire/release and reads the sum, so a server's maxconn
   holds across workers (two workers deciding in the same instant may both take the last slot: the limit can be

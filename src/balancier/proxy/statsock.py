@@ -141,7 +141,6 @@ class _CliProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-
 def query(address: str, line: str, timeout: float = 10.0) -> str:
     """Send one command line, return the whole answer."""
     kind, target = parse_address(address)
@@ -162,6 +161,7 @@ def query(address: str, line: str, timeout: float = 10.0) -> str:
                 break
             chunks.append(data)
     return b"".join(chunks).decode("utf-8", "replace")
+
 
 def bind_listening(path_or_addr: str, mode: int | None = 0o600) -> socket.socket:
     """A listening stats socket made outside any event loop (by the master, before the workers exist)."""
