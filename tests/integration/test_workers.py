@@ -105,6 +105,30 @@ def test_both_workers_accept_and_counters_add_up(proxy_factory, two_servers, tmp
     assert "Nbthread: 2\n" in info and f"CumReq: {2 * n}\n" in info, info
 
 
+def test_a_burst_of_connects_is_shared_out(proxy_factory, two_servers, tmp_path: Path) -> None:
+    """A client opening its keep-alive pool at once (wrk's start): without accepting in turn, the worker that
+    wakes first takes the whole backlog. Each worker stops accepting past its share plus BALANCE_SLACK, so both
+    end up with about half, and every connection is served."""
+    from balancier.proxy.runtime import BALANCE_SLACK
+
+    a, b = two_servers
+    port = free_port()
+    p = proxy_factory(_cfg(port, tmp_path / "stats.sock", f"    server a {a.address}\n    server b {b.address}\n"))
+    workers = wait_children(p.pid, 2)
+    assert len(workers) == 2, p.explain()
+    for _ in range(3):  # three bursts, each after the last one closed
+        conns = [RawConnection("127.0.0.1", port) for _ in range(60)]
+        try:
+            assert wait_for(lambda c=conns: sum(_spread(port, c, workers).values()) == len(c), 3.0)
+            spread = _spread(port, conns, workers)
+            # a share of 30 each; the slack, and one look at the shares per BALANCE_POLL, allow a little more
+            assert all(k <= 30 + BALANCE_SLACK + 3 for k in spread.values()), spread
+            assert len(set(_served_by(conns))) == 2
+        finally:
+            _close(conns)
+        time.sleep(0.3)  # the workers see the closes before the next burst
+
+
 def test_admin_state_reaches_every_worker(proxy_factory, two_servers, tmp_path: Path) -> None:
     a, b = two_servers
     port = free_port()

@@ -104,6 +104,7 @@ class _Generation:
         self.counters = counters
         self.served: sharedstate.SharedServed | None = None
         self.queued: sharedstate.SharedServed | None = None
+        self.conns: sharedstate.SharedServed | None = None  # per worker, per frontend: live connections
         self.workers: dict[int, _WorkerProc] = {}  # index -> current process
         self.procs: list[_WorkerProc] = []  # every process of this generation still running
         self.stopping = False
@@ -235,6 +236,8 @@ class Master:
         gen.served = sharedstate.SharedServed(self.nworkers, len(limited)) if limited else None
         queued = sharedstate.queued_servers(config)
         gen.queued = sharedstate.SharedServed(self.nworkers, len(queued)) if queued else None
+        if self.nworkers > 1:  # workers accept in turn (runtime.py): each sees the others' connection counts
+            gen.conns = sharedstate.SharedServed(self.nworkers, len(config.frontends))
         return gen
 
     def _spawn(self, gen: _Generation, index: int, carry: bool, restore: bool = False) -> _WorkerProc:
@@ -252,6 +255,7 @@ class Master:
                 ctx = WorkerContext(
                     config=gen.config, listeners=gen.listeners, stats_socks=gen.stats_socks, index=index,
                     count=gen.count, generation=gen.number, channel=child, counters=gen.counters, served=gen.served, queued=gen.queued,
+                    conns=gen.conns,
                     states=dict(self.states), carry=carry, restore=restore, debug=bool(self.args.debug),
                     drop=self.drop_in_worker)
                 code = run_worker(ctx)

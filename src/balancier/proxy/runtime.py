@@ -19,7 +19,17 @@ Rules:
   timeout, so a client never sees an idle connection closed under a request it is sending.
 - One worker among several (`WorkerRole`): the global and frontend `maxconn` are shared out exactly (worker i gets
   `total // n`, plus one while `i < total % n`; a worker whose share is 0 never accepts on that frontend, the
-  others do); a server's `maxconn` is counted across the workers (servers.py `gserved`). Only the state owner (worker 0) runs health checks; the others receive the states.
+  others do); a server's `maxconn` is counted across the workers (servers.py `gserved`). Only the state owner
+  (worker 0) runs health checks; the others receive the states.
+- Accepting in turn (several workers): all workers accept on the same sockets, and the event loop takes every
+  connection waiting in a backlog at once, so a burst of connects (a client opening its keep-alive pool) would
+  land almost whole on the worker that woke first. Each worker therefore writes its frontends' connection counts
+  into shared memory (`gconn`) and pauses a frontend's listeners while it holds more than its share of that
+  frontend's connections, all workers counted, plus `BALANCE_SLACK` (`WorkerRole.over`): the connections still
+  waiting go to the others, which are woken on the same socket. A frontend paused that way looks again every
+  `BALANCE_POLL` seconds and at each of its releases. Not every worker can be over its share at once, so the
+  frontend is never paused by all of them; a single worker pays nothing for it.
+- SIGTTOU holds every listener until SIGTTIN, whatever admission or balance would do meanwhile.
 """
 
 from __future__ import annotations
@@ -45,6 +55,8 @@ if TYPE_CHECKING:
     from balancier.http1 import RequestHead
 
 _MODE_RANK = {"kal": 0, "scl": 1, "clo": 2}
+BALANCE_SLACK = 2  # connections a worker may hold beyond its share of a frontend's before it stops accepting there
+BALANCE_POLL = 0.005  # seconds between two looks at the shares while a frontend is paused for balance
 
 
 def _sec(ms: int | None) -> float | None:
@@ -109,6 +121,7 @@ class FrontendRt(Counters):
         self.smax = 0  # highest feconn seen (stats column 5)
         self.listeners: list[Listener] = []
         self.paused = False
+        self.gconn: Any = None  # with several workers: this worker's count in shared memory (sharedstate.ServedHandle)
         self.connect_logger: Logger | None = None
         # Traffic lines: http records for httplog(-clf); tcp records for tcplog; "Connect from" otherwise.
         self.logger = logger if logger is not None and cfg.log_format in ("httplog", "httplog-clf") else None
@@ -213,6 +226,11 @@ class WorkerRole:
         base, extra = divmod(total, self.count)
         return base + (1 if self.index < extra else 0)
 
+    def over(self, own: int, total: int) -> bool:
+        """This worker holds more than its share of ``total`` connections (its ``own`` included) plus the slack.
+        The workers' counts add up to ``total``, so they cannot all be over at once."""
+        return own * self.count > total + BALANCE_SLACK * self.count
+
 
 
 class Runtime:
@@ -235,7 +253,9 @@ class Runtime:
         self.streams: set[Any] = set()
         self.sweeper = Sweeper(loop, self.streams)
         self.pool = Pool()
-        self.limited = False  # some frontend is paused by a maxconn (kept by _update_listeners)
+        self.limited = False  # some frontend is paused by a maxconn or for balance (kept by _update_listeners)
+        self.held = False  # SIGTTOU: every listener paused until SIGTTIN
+        self._balance_timer: asyncio.TimerHandle | None = None
         self.parked: collections.deque[Any] = collections.deque()
         self.done: asyncio.Future[int] = loop.create_future()
         self._hard_timer: asyncio.TimerHandle | None = None
@@ -352,6 +372,10 @@ class Runtime:
             self._log_connect(s, fe)
         if self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
             self._update_listeners()
+        elif fe.gconn is not None:
+            fe.gconn.set(fe.feconn)
+            if self.role is not None and self.role.over(fe.feconn, fe.gconn.total()):
+                self._update_listeners()
 
     def _log_connect(self, s: Any, fe: FrontendRt) -> None:
         """The "Connect from" line of a frontend without httplog/tcplog (rare: asks the transport its address)."""
@@ -368,6 +392,8 @@ class Runtime:
             fe = s.route.fe
             self.actconn -= 1
             fe.feconn -= 1
+            if fe.gconn is not None:
+                fe.gconn.set(fe.feconn)
         else:
             try:
                 self.parked.remove(s)
@@ -393,11 +419,18 @@ class Runtime:
         self._update_listeners()
 
     def _update_listeners(self) -> None:
-        if self.stopping:
+        if self.stopping or self.held:
             return
         full = self.actconn >= self.maxconn or bool(self.parked)
+        role = self.role
+        balancing = False
         for fe in self.frontends:
             want_pause = full or fe.feconn >= fe.maxconn
+            g = fe.gconn
+            if g is not None:
+                g.set(fe.feconn)
+                if not want_pause and role is not None and role.over(fe.feconn, g.total()):
+                    want_pause = balancing = True
             if want_pause and not fe.paused:
                 fe.paused = True
                 for lst in fe.listeners:
@@ -407,6 +440,13 @@ class Runtime:
                 for lst in fe.listeners:
                     lst.resume()
         self.limited = any(fe.paused for fe in self.frontends)
+        if balancing and self._balance_timer is None:
+            self._balance_timer = self.loop.call_later(BALANCE_POLL, self._balance_tick)
+
+    def _balance_tick(self) -> None:
+        """A frontend paused for balance: the other workers' counts changed without telling us; look again."""
+        self._balance_timer = None
+        self._update_listeners()
 
     # ------------------------------------------------------------------ stops
     def soft_stop(self, close_idle: bool = True) -> None:
@@ -471,13 +511,15 @@ class Runtime:
         self._set_done()
 
     def pause_listeners(self) -> None:
-        """SIGTTOU: stop accepting (used around reloads)."""
+        """SIGTTOU: stop accepting (used around reloads) until SIGTTIN."""
+        self.held = True
         for fe in self.frontends:
             for lst in fe.listeners:
                 lst.pause()
 
     def resume_listeners(self) -> None:
         """SIGTTIN: accept again."""
+        self.held = False
         if self.stopping:
             return
         for fe in self.frontends:

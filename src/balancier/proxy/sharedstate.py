@@ -22,7 +22,8 @@ Rules:
 - Server limits. ``SharedServed`` holds, per worker slot, the ``served`` count of each server that has a
   ``maxconn``; a worker writes its own count on every acquire/release and reads the sum, so a server's maxconn
   holds across workers (two workers deciding in the same instant may both take the last slot: the limit can be
-  passed by one for that instant).
+  passed by one for that instant). The same kind of array holds the server queue lengths (``maxqueue`` across
+  workers) and each frontend's live connections (workers accept in turn: runtime.py).
 - No I/O but the shared memory itself; the master and workers move the snapshots (workers.py, master.py).
 
 Public API:

@@ -18,6 +18,8 @@ Rules:
 - Counters: each worker publishes its counters into its shared-memory slot (sharedstate.CounterSlot) within
   `CHANGE_POLL` (10 ms) of a change of its frontends' counters, at least every `sharedstate.PUBLISH_INTERVAL`
   seconds, and when it stops; views sum the slots.
+- Accepting in turn: each worker's frontends write their connection counts into the generation's shared array
+  (`conns`, one slot per worker), and a worker holding more than its share stops accepting there (runtime.py).
 - Fair balancing across workers: each worker has its own FWRR (roundrobin / static-rr) state. Worker i of n
   starts its cycle `i * W // n` picks ahead (W = the summed weights of the usable active servers), so the
   workers' sequences are shifted copies of one cycle: whatever worker a request lands on, every server receives
@@ -69,6 +71,7 @@ class WorkerContext:
     counters: sharedstate.SharedCounters | None
     served: sharedstate.SharedServed | None = None
     queued: sharedstate.SharedServed | None = None  # server queue lengths, for maxqueue across workers
+    conns: sharedstate.SharedServed | None = None  # frontends' live connections, for accepting in turn
     states: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     carry: bool = True  # states come from an older configuration (reload rules) or from this one (replacement)
     restore: bool = False  # this worker replaces a dead one: start from its slot's counters
@@ -165,6 +168,10 @@ class _Worker:
             if ctx.restore:
                 self.slot.restore()
         self._share_limits(backends)
+        if ctx.conns is not None:  # accepting in turn (runtime.py); a replaced worker's connections are gone
+            for pos, fe in enumerate(rt.frontends):
+                fe.gconn = ctx.conns.handle(ctx.index, pos)
+                fe.gconn.set(0)
         self._start_stats(loop, backends)
         if self.owner:
             for be in backends:

@@ -26,6 +26,27 @@ def test_owner_is_worker_zero() -> None:
     assert WorkerRole(0, 2).owner and not WorkerRole(1, 2).owner
 
 
+@pytest.mark.parametrize(("own", "total", "count", "over"), [
+    (0, 0, 2, False), (4, 4, 2, False), (5, 5, 2, True),  # alone: up to twice the slack before pausing
+    (28, 50, 2, True), (27, 50, 2, False), (25, 50, 2, False), (16, 40, 3, True), (15, 40, 3, False),
+])
+def test_over_share_pauses_past_share_plus_slack(own: int, total: int, count: int, over: bool) -> None:
+    from balancier.proxy.runtime import BALANCE_SLACK
+
+    assert BALANCE_SLACK == 2  # the table is written for it
+    assert WorkerRole(0, count).over(own, total) is over
+
+
+def test_workers_are_never_all_over_their_share() -> None:
+    # every split of up to 60 connections over 2 or 3 workers leaves at least one worker accepting
+    import itertools
+
+    for count in (2, 3):
+        for split in itertools.product(range(0, 61, 3 if count == 3 else 1), repeat=count):
+            total = sum(split)
+            assert not all(WorkerRole(i, count).over(k, total) for i, k in enumerate(split)), split
+
+
 def _fe(name: str) -> SimpleNamespace:
     return SimpleNamespace(name=name, feconn=0, smax=0, stot=0, bin=0, bout=0, dreq=0, dresp=0, ereq=0, req_tot=0,
                            hrsp=[0] * 6)
