@@ -238,6 +238,8 @@ class Master:
         gen.queued = sharedstate.SharedServed(self.nworkers, len(queued)) if queued else None
         if self.nworkers > 1:  # workers accept in turn (runtime.py): each sees the others' connection counts
             gen.conns = sharedstate.SharedServed(self.nworkers, len(config.frontends))
+            for i in range(self.nworkers):
+                gen.conns.mark_absent(i)  # until worker i has started
         return gen
 
     def _spawn(self, gen: _Generation, index: int, carry: bool, restore: bool = False) -> _WorkerProc:
@@ -555,6 +557,8 @@ class Master:
                     continue
                 w.exited = code
                 gen.procs.remove(w)
+                if gen.conns is not None:
+                    gen.conns.mark_absent(w.index)  # its connections are gone; the others accept meanwhile
                 with contextlib.suppress(KeyError, ValueError):
                     self.sel.unregister(w.chan)
                 w.chan.close()

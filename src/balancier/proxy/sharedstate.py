@@ -23,7 +23,9 @@ Rules:
   ``maxconn``; a worker writes its own count on every acquire/release and reads the sum, so a server's maxconn
   holds across workers (two workers deciding in the same instant may both take the last slot: the limit can be
   passed by one for that instant). The same kind of array holds the server queue lengths (``maxqueue`` across
-  workers) and each frontend's live connections (workers accept in turn: runtime.py).
+  workers) and each frontend's live connections (workers accept in turn: runtime.py); there a slot reads
+  ``ABSENT`` while its worker is not running (before it starts, after it died), so the others never stop
+  accepting for the sake of a worker that cannot take the connections.
 - No I/O but the shared memory itself; the master and workers move the snapshots (workers.py, master.py).
 
 Public API:
@@ -185,8 +187,17 @@ class SharedServed:
     def handle(self, slot: int, pos: int) -> ServedHandle:
         return ServedHandle(self, slot, pos)
 
+    def mark_absent(self, slot: int) -> None:
+        """Every count of ``slot`` reads ABSENT until its worker writes its own (the frontends' connection counts:
+        a worker that has not started or has died must not make the others stop accepting)."""
+        for pos in range(self.nservers):
+            _Q.pack_into(self.mm, (slot * self.nservers + pos) * 8, ABSENT)
+
 
 _Q = struct.Struct("=q")
+ABSENT = 1 << 40  # a slot whose worker is not running (yet): reads as far above any share
+
+
 
 
 class ServedHandle:

@@ -47,6 +47,21 @@ def test_workers_are_never_all_over_their_share() -> None:
             assert not all(WorkerRole(i, count).over(k, total) for i, k in enumerate(split)), split
 
 
+def test_an_absent_worker_never_makes_the_others_pause() -> None:
+    # the master marks a slot absent before its worker starts and when it dies; the worker writes its own count
+    conns = sharedstate.SharedServed(2, 3)
+    conns.mark_absent(0)
+    conns.mark_absent(1)
+    h0, h1 = conns.handle(0, 2), conns.handle(1, 2)
+    h0.set(50)  # worker 0 alone with 50 connections on the third frontend while worker 1 is away
+    assert not WorkerRole(0, 2).over(50, h0.total())
+    h1.set(0)  # worker 1 started: now worker 0 is far over its share, and worker 1 is not
+    assert WorkerRole(0, 2).over(50, h0.total()) and not WorkerRole(1, 2).over(0, h1.total())
+    assert conns.handle(1, 0).total() >= sharedstate.ABSENT  # worker 0's first frontend: still unwritten
+    conns.mark_absent(1)  # worker 1 died
+    assert not WorkerRole(0, 2).over(50, h0.total())
+
+
 def _fe(name: str) -> SimpleNamespace:
     return SimpleNamespace(name=name, feconn=0, smax=0, stot=0, bin=0, bout=0, dreq=0, dresp=0, ereq=0, req_tot=0,
                            hrsp=[0] * 6)
