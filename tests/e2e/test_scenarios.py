@@ -77,6 +77,7 @@ def cluster_factory(bed: Testbed) -> Iterator[Factory]:
         cd = ClusterDeployment(bed, name=f"cluster{next(_deployments)}", **kwargs)
         cd.start_all()
         cd.wait_serving("lb1", timeout=wait)
+        _wait_idle(cd, timeout=wait)
         return cd
 
     try:
@@ -165,6 +166,20 @@ def test_scenario2_proxy_sigkilled(bed: Testbed, cluster_factory: Factory, layou
         back = [s for s in m.samples if s.start > first_fail and s.ok]
         assert back and all(s.ok for s in m.samples if s.start >= back[0].start), _explain(cd, m)
     print(f"\nscenario 2 ({layout}): {_explain(cd, m)}")
+
+
+def _wait_idle(cd: ClusterDeployment, timeout: float) -> None:
+    """Until the DC has no transition running. Every scenario starts from a settled cluster: a fault injected
+    while the start-up transition still waits for an action on the other node (its proxy instance starting)
+    would only be acted on once that action ends or its node is declared dead, as Pacemaker does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for n in ("lb1", "lb2"):
+            st = cd.status(n)
+            if st and st.get("is_dc") and st.get("graph") is None and st.get("last_transition"):
+                return
+        time.sleep(0.05)
+    pytest.fail(f"the cluster did not settle within {timeout:g} s; logs in {cd.tb.workdir}")
 
 
 def _wait_settled(cd: ClusterDeployment, node: str, since: float, timeout: float = 20.0) -> None:
