@@ -204,6 +204,33 @@ def test_maxconn_holds_extra_clients(proxy_factory, backend_factory, where: str)
         second.close()
 
 
+def test_sigttou_holds_listeners_until_sigttin(proxy_factory, backend_factory) -> None:
+    """SIGTTOU stops accepting (a client waits in the backlog, as with HAProxy's pause) until SIGTTIN, even when
+    a maxconn slot frees meanwhile; SIGTTIN accepts again and the waiting client is served."""
+    b = backend_factory("web")
+    port = free_port()
+    p = proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n    maxconn 1\n    server s {b.address}\n",
+                           glob="    nbthread 1\n"))
+    first = RawConnection("127.0.0.1", port)
+    second: RawConnection | None = None
+    try:
+        assert first.request(build_request("GET", "/")).status == 200  # holds the one slot: listener paused
+        p.signal(signal.SIGTTOU)
+        time.sleep(0.2)
+        first.close()  # the slot frees: admission alone would accept again
+        time.sleep(0.3)
+        second = RawConnection("127.0.0.1", port, timeout=0.7)
+        second.send(build_request("GET", "/"))
+        with pytest.raises(TimeoutError):
+            second.read_response()  # held by SIGTTOU
+        p.signal(signal.SIGTTIN)
+        assert second.read_response(timeout=3.0).status == 200
+    finally:
+        first.close()
+        if second is not None:
+            second.close()
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chroot and setuid need root")
 def test_chroot_and_privilege_drop(proxy_factory, backend_factory, tmp_path: Path) -> None:
     b = backend_factory("web")
