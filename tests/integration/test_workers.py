@@ -129,6 +129,28 @@ def test_a_burst_of_connects_is_shared_out(proxy_factory, two_servers, tmp_path:
         time.sleep(0.3)  # the workers see the closes before the next burst
 
 
+def test_show_sess_lists_the_streams_of_every_worker(proxy_factory, two_servers, tmp_path: Path) -> None:
+    """The owner serves the stats socket; `show sess` gathers the other worker's streams through the master."""
+    a, b = two_servers
+    port = free_port()
+    sock = tmp_path / "stats.sock"
+    p = proxy_factory(_cfg(port, sock, f"    server a {a.address}\n    server b {b.address}\n"))
+    workers = wait_children(p.pid, 2)
+    assert len(workers) == 2, p.explain()
+    conns = _open(port, 30, workers)
+    try:
+        spread = _spread(port, conns, workers)
+        assert all(k > 0 for k in spread.values()), spread
+        out = cli(str(sock), "show sess")
+        listed = [line for line in out.splitlines() if "proto=tcpv4" in line]
+        for c in conns:
+            assert f" src=127.0.0.1:{c.sock.getsockname()[1]} fe=web be=web " in out, out
+        # every client connection once (the stats socket's own session is not a stream)
+        assert len(listed) == len(conns), out
+    finally:
+        _close(conns)
+
+
 def test_admin_state_reaches_every_worker(proxy_factory, two_servers, tmp_path: Path) -> None:
     a, b = two_servers
     port = free_port()

@@ -532,6 +532,15 @@ class Master:
             owner = gen.workers.get(0)
             if owner is not None:
                 self._send(owner, msg)
+        elif t == "sess?" and gen is not None and w.gen is gen and w.index == 0:  # the owner's `show sess`
+            asked = [o for o in gen.workers.values() if o is not w and o.exited is None and o.ready]
+            self._send(w, {"t": "sess-n", "id": msg.get("id"), "n": len(asked)})
+            for o in asked:
+                self._send(o, msg)
+        elif t == "sess" and gen is not None and w.gen is gen:
+            owner = gen.workers.get(0)
+            if owner is not None:
+                self._send(owner, msg)
         elif t in ("clear", "kill") and gen is not None and w.gen is gen:
             for other in gen.workers.values():
                 if other is not w:

@@ -13,8 +13,11 @@ Rules:
   applied there at once and forwarded to the owner through the master, which runs it and relays the result.
   After any change it runs, the owner sends the states that changed at once (also for changes that fire no server
   event, like `set maxconn server`), and relays `clear counters` and `shutdown sessions server` so every worker
-  does them on its own counters and streams. `show sess` lists the streams of the worker serving the socket
-  (the owner's): the others' are not gathered.
+  does them on its own counters and streams. `show sess` on the owner lists its own streams and gathers the
+  others' through the master (`sess?` out, one `sess-n` with the number of workers asked, then `sess` packets of
+  at most `SESS_ROWS` streams each); the owner waits for them on its channel, handling whatever else arrives
+  meanwhile, for at most `GATHER_TIMEOUT` (an admin command may hold the owner's loop that long; a worker that
+  does not answer in time is left out).
 - Counters: each worker publishes its counters into its shared-memory slot (sharedstate.CounterSlot) within
   `CHANGE_POLL` (10 ms) of a change of its frontends' counters, at least every `sharedstate.PUBLISH_INTERVAL`
   seconds, and when it stops; views sum the slots.
@@ -42,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -51,11 +55,13 @@ from typing import Any
 from balancier.proxy import sharedstate
 from balancier.proxy.eventloop import new_loop
 from balancier.proxy.process import StartError, drop_privileges, say
-from balancier.proxy.runtime_api import RuntimeApi, Session
+from balancier.proxy.runtime_api import RuntimeApi, RuntimeHooks, Session, SessionInfo
 
 STATE_SYNC = 0.5  # seconds between two sends of the owner's check details
 CHANGE_POLL = 0.01  # seconds between two looks at the counters (publish when they changed)
 QUEUE_POLL = 0.01  # seconds between two looks at slots freed by other workers (only with queued requests)
+GATHER_TIMEOUT = 0.5  # seconds the owner waits for the other workers' streams (`show sess`)
+SESS_ROWS = 200  # streams per `sess` packet (~30 KB: well under one SOCK_SEQPACKET datagram the reader takes)
 _CHANGE_WORDS = ("set", "enable", "disable", "shutdown")
 
 
@@ -152,6 +158,7 @@ class _Worker:
         self.limited: set[str] = set()  # backends with servers whose maxconn is counted across workers
         self._last_fp: tuple[int, ...] = ()
         self._last_pub = 0.0
+        self._gather_id = 0
 
     # --- build --------------------------------------------------------------------------------------------------
     def build(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -260,8 +267,13 @@ class _Worker:
             """The owner's API (changes relayed after they run) or, on another worker, the forwarding one."""
             api: OwnerApi | ForwardingApi
             if self.owner:
-                api = OwnerApi(backends, rt.frontends, info, level, proxies=ctx.config.proxies,
-                               hooks=hooks_for_runtime(rt), view=view)
+                own = hooks_for_runtime(rt)
+                assert own.sessions is not None
+                own_sessions = own.sessions
+                hooks = RuntimeHooks(sessions=lambda: [*own_sessions(), *self.gather_sessions()],
+                                     shutdown_sessions=own.shutdown_sessions)
+                api = OwnerApi(backends, rt.frontends, info, level, proxies=ctx.config.proxies, hooks=hooks,
+                               view=view)
                 api.worker = self
             else:
                 api = ForwardingApi(backends, rt.frontends, info, level, proxies=ctx.config.proxies,
@@ -335,6 +347,55 @@ class _Worker:
                 self._send_state(s)
         self.rt.loop.call_later(STATE_SYNC, self._sync_states)
 
+    # --- show sess across workers -------------------------------------------------------------------------------
+    def gather_sessions(self) -> list[SessionInfo]:
+        """The other workers' streams, for the owner's `show sess` (see the module rules)."""
+        sock = self.channel.sock
+        if sock is None or self.ctx.count <= 1:
+            return []
+        self._gather_id += 1
+        gid = self._gather_id
+        self.channel.send({"t": "sess?", "id": gid})
+        out: list[SessionInfo] = []
+        expect: int | None = None
+        done = 0
+        deadline = time.monotonic() + GATHER_TIMEOUT
+        while expect is None or done < expect:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([sock], [], [], left)[0]:
+                break
+            try:
+                data = sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                break
+            if not data:
+                break  # the master is gone: the loop's reader sees the end too
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                continue
+            if msg.get("id") == gid and msg.get("t") == "sess-n":
+                expect = int(msg.get("n", 0))
+            elif msg.get("id") == gid and msg.get("t") == "sess":
+                out.extend(SessionInfo(*row) for row in msg.get("rows", []))
+                done += 1 if msg.get("last") else 0
+            else:
+                self._handle(msg)
+        return out
+
+    def _send_sessions(self, gid: Any) -> None:
+        """This worker's streams, asked by the owner through the master."""
+        from balancier.proxy.runtime_api import hooks_for_runtime
+
+        sessions = hooks_for_runtime(self.rt).sessions
+        assert sessions is not None
+        rows = [[si.id, si.proto, si.src, si.frontend, si.backend, si.server, si.age, si.extra] for si in sessions()]
+        for start in range(0, max(1, len(rows)), SESS_ROWS):
+            self.channel.send({"t": "sess", "id": gid, "rows": rows[start:start + SESS_ROWS],
+                               "last": start + SESS_ROWS >= len(rows)})
+
     # --- messages from the master -------------------------------------------------------------------------------
     def on_channel(self) -> None:
         sock = self.channel.sock
@@ -377,6 +438,8 @@ class _Worker:
             self.owner_api.execute(msg["line"], Session(level="admin"))
         elif t == "clear":
             self._clear(bool(msg.get("all")))
+        elif t == "sess?" and not self.owner:
+            self._send_sessions(msg.get("id"))
         elif t == "kill":  # `shutdown sessions server` relayed by the owner: this worker's own streams
             found = self._server(str(msg.get("be")), str(msg.get("srv")))
             if found is not None:
