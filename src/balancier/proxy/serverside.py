@@ -194,20 +194,20 @@ class ServerSide:
         return self.dport
 
     def _connected(self, task: Connect) -> None:
+        # reads the attempt's outcome from its slots: this runs once per connect (a call per request in
+        # `option httpclose`), and cancelled()/exception()/result() would be three more calls
+        exc = task.error
         if task is not self.task:  # a cancelled attempt
-            if not task.cancelled() and task.exception() is None:
-                task.result()[0].close()
+            if exc is None:
+                task.value[0].close()
             return
         self.task = None
-        if task.cancelled():
-            return
-        exc = task.exception()
         if exc is not None:
-            self._connect_failed(timeout=False)
+            if not isinstance(exc, asyncio.CancelledError):
+                self._connect_failed(timeout=False)
             return
-        _transport, conn = task.result()
         now = self.t_connected = self.rt.loop.time()
-        self._attach(conn, now)
+        self._attach(task.value[1], now)
 
     def _attach(self, conn: ServerConn, now: float) -> None:
         self.sconn = conn
@@ -267,46 +267,51 @@ class Connect:
     extra turn of the loop before the connect starts; this driver steps the coroutine itself, as a Task would:
     the first step runs at `start()`, then on each awaited future's completion. It offers what the stream uses of
     a Task: `cancel()` (cancels the awaited future; the coroutine then closes its transport and ends with
-    CancelledError), `cancelled()`, `exception()`, `result()`, and calls `done(self)` once, when it ends. As with a
-    Task, `done` never runs inside `start()`: an attempt that ends at once (an address refused before any wait)
-    reports on the next loop turn, so the stream never re-enters its own connect (or a queue hand-over) while
-    still inside it."""
+    CancelledError), `cancelled()`, `exception()`, `result()` (or the slots `value` and `error`, which the
+    stream reads directly), and calls `done(self)` once, when it ends. As with a Task, `done` never runs inside
+    `start()`: an attempt that ends at once (an address refused before any wait) reports on the next loop turn,
+    so the stream never re-enters its own connect (or a queue hand-over) while still inside it."""
 
-    __slots__ = ("loop", "coro", "done", "fut", "_result", "_exc", "_cancel", "finished", "_starting")
+    __slots__ = ("loop", "coro", "done", "fut", "value", "error", "cancelling", "finished", "starting")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coro: Any, done: Callable[[Connect], None]) -> None:
         self.loop = loop
         self.coro = coro
         self.done = done
         self.fut: Any = None  # the future the coroutine waits for
-        self._result: Any = None
-        self._exc: BaseException | None = None
-        self._cancel = False
+        self.value: Any = None  # the coroutine's result, once it returned
+        self.error: BaseException | None = None  # what it raised instead (CancelledError when cancelled)
+        self.cancelling = False
         self.finished = False
-        self._starting = False
+        self.starting = False
 
     def start(self) -> None:
-        self._starting = True
+        self.starting = True
         try:
             self._step(None)
         finally:
-            self._starting = False
+            self.starting = False
 
     def _step(self, _fut: Any) -> None:
         self.fut = None
         try:
-            if self._cancel:  # cancelled while no future was awaited (a bare yield)
+            if self.cancelling:  # cancelled while no future was awaited (a bare yield)
                 r = self.coro.throw(asyncio.CancelledError())
             else:
                 r = self.coro.send(None)
-        except StopIteration as e:
-            self._result = e.value
-            self._end()
+        except StopIteration as e:  # the usual end (connected): _end written out
+            self.value = e.value
+            self.finished = True
+            self.coro = None
+            if self.starting:
+                self.loop.call_soon(self.done, self)
+            else:
+                self.done(self)
             return
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # CancelledError included: it is this attempt's outcome
-            self._exc = e
+            self.error = e
             self._end()
             return
         if r is None:  # a bare yield: step again on the next turn, as a Task does
@@ -314,35 +319,35 @@ class Connect:
         else:
             r._asyncio_future_blocking = False
             self.fut = r
-            if self._cancel:
+            if self.cancelling:
                 r.cancel()
             r.add_done_callback(self._step)
 
     def _end(self) -> None:
         self.finished = True
         self.coro = None
-        if self._starting:
+        if self.starting:
             self.loop.call_soon(self.done, self)
         else:
             self.done(self)
 
     def cancel(self) -> None:
-        if self.finished or self._cancel:
+        if self.finished or self.cancelling:
             return
-        self._cancel = True
+        self.cancelling = True
         if self.fut is not None:
             self.fut.cancel()  # the coroutine sees CancelledError at its await, cleans up and ends
 
     def cancelled(self) -> bool:
-        return isinstance(self._exc, asyncio.CancelledError)
+        return isinstance(self.error, asyncio.CancelledError)
 
     def exception(self) -> BaseException | None:
-        return None if self.cancelled() else self._exc
+        return None if self.cancelled() else self.error
 
     def result(self) -> Any:
-        if self._exc is not None:
-            raise self._exc
-        return self._result
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 GIVE_UP, REDISPATCH, RETRY = "give up", "redispatch", "retry"

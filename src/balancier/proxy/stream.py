@@ -16,10 +16,11 @@ Rules (HAProxy §7-§13):
   `Connection` field cut out and our fields spliced in before the blank line.
 - Hot path economy: one clock read per event (`c_last`/`s_last` serve the log timers too), per-connection and
   per-request state lives in slots (a slot is read and written by offset; an instance dict costs a hashed lookup
-  per access) and is reset by one generated function storing each default, persistence runs only when the
-  request carries a Cookie (else flag N/-, as `persistence.on_request` would say, with one shared read-only
-  result), what follows the fields of an HTTP/1.1 request (X-Forwarded-For, Connection, blank line) is made once
-  per connection, and a request without body or pipelined bytes skips the body bookkeeping.
+  per access) and is set by generated functions storing each default (the constructor, and the reset before each
+  request), persistence runs only when the request carries a Cookie (else flag N/-, as `persistence.on_request`
+  would say, with one shared read-only result), what follows the fields of an HTTP/1.1 request (X-Forwarded-For,
+  Connection, blank line) is made once per connection, a fast-path head's Connection field is cut out at the
+  span its parse recorded, and a request without body or pipelined bytes skips the body bookkeeping.
   Responses go to the client as HTTP/1.1.
 - Server connections: `http-reuse never` keeps a connection private to its client connection; `safe` takes pooled
   connections except for the first request of a client connection; `aggressive` also for first requests but only
@@ -44,7 +45,6 @@ Rules (HAProxy §7-§13):
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ from balancier.http1 import (
     parse_request_head,
     strip_hop_by_hop,
 )
+from balancier.http1.heads import fields_without_connection
 from balancier.proxy import httprules
 from balancier.proxy import queue as squeue
 from balancier.proxy.persistence import RequestPersistence
@@ -148,11 +149,10 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     http_rules: tuple[Any, ...] | None  # the route's http-request rules (set by the listener when any)
     __slots__ = ("rt", "route", *_CONN_DEFAULTS)
 
-    def __init__(self, rt: Runtime, route: Route) -> None:
-        # everything else from _CONN_DEFAULTS, one store each (_init_conn, made below the class)
-        self.rt = rt
-        self.route = route
-        _init_conn(self)
+    if TYPE_CHECKING:  # generated below the class: stores rt, route and each default of _CONN_DEFAULTS
+
+        def __init__(self, rt: Runtime, route: Route) -> None:
+            ...
 
     # ------------------------------------------------------------------ client transport events
     def connection_made(self, transport: Any) -> None:
@@ -410,11 +410,11 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
                         b"" if added is None else added.lines)
                     self.tail_plan = added
                 if tokens:
-                    return _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) + tail
+                    return fields_without_connection(raw, rlen, head.conn_span) + tail
                 if len(tail) == 2:  # nothing to add: the head as received
                     return raw if len(raw) == rlen else raw[:rlen]
                 return raw[:rlen - 2] + tail
-            base = _CONNECTION_FIELD_RE.sub(b"", raw[:rlen - 2]) if tokens else raw[:rlen - 2]
+            base = fields_without_connection(raw, rlen, head.conn_span) if tokens else raw[:rlen - 2]
             if head.version == "HTTP/1.1":
                 conn = b"" if route.conn_mode == KAL else b"Connection: close\r\n"
             else:  # 1.0 closes by default
@@ -688,8 +688,6 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
 
 _NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED  # plain names: cheaper than Framing.X
 _CONN_PLAIN = frozenset(("close", "keep-alive"))
-# A Connection field line with the CRLF before it (a validated head: the match is one whole field line).
-_CONNECTION_FIELD_RE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
 _TAILS: dict[tuple[str, str | None, bytes, bytes], bytes] = {}
 
 
@@ -706,16 +704,19 @@ def _request_tail(name: str, value: str | None, conn: bytes, before: bytes = b""
     return tail
 
 
-def _storer(name: str, fields: dict[str, Any]) -> Any:
-    """A function storing each field's default with one attribute store (slots have no dict to update; the
-    defaults are immutable literals, so their repr is their value)."""
-    body = "".join(f"    self.{k} = {v!r}\n" for k, v in fields.items())
+def _storer(name: str, fields: dict[str, Any], args: tuple[str, ...] = ()) -> Any:
+    """A function storing its arguments and each field's default with one attribute store each (slots have no
+    dict to update; the defaults are immutable literals, so their repr is their value)."""
+    body = "".join(f"    self.{k} = {k}\n" for k in args)
+    body += "".join(f"    self.{k} = {v!r}\n" for k, v in fields.items())
     ns: dict[str, Any] = {}
-    exec(f"def {name}(self):\n{body}", ns)
+    exec(f"def {name}(self{''.join(', ' + a for a in args)}):\n{body}", ns)
     return ns[name]
 
 
-_init_conn = _storer("_init_conn", _CONN_DEFAULTS)
+# HttpStream's constructor is generated as well: a new connection costs one Python frame, not two
+HttpStream.__init__ = _storer("__init__", _CONN_DEFAULTS, ("rt", "route"))  # type: ignore[method-assign]
+HttpStream.__init__.__qualname__ = "HttpStream.__init__"
 _reset_request = _storer("_reset_request", _REQUEST_DEFAULTS)
 
 

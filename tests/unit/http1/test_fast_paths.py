@@ -15,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from balancier.http1 import Framing, HttpError, heads, parse_request_head, parse_response_head
-from balancier.http1.heads import MAX_HEADERS, connection_field_span, scan_response_head
+from balancier.http1.heads import (
+    COMMON_STATUS,
+    MAX_HEADERS,
+    connection_field_span,
+    fields_without_connection,
+    match_common_response,
+    scan_response_head,
+)
 
 FIELDS = [
     b"Host: a.test", b"host: a.test:8080", b"HOST:a.test ", b"Host: ", b"Host: bad host", b"Host: [::1]:80",
@@ -70,6 +77,28 @@ def test_request_fast_path_matches_full_parser(start: bytes, fields: list[bytes]
     buf = head(start, fields) + rest
     assert outcome_request(buf, True) == outcome_request(buf, False)
     assert_engine_copes(buf)
+    assert_connection_cut_agrees(buf)
+
+
+_CONNECTION_LINE = re.compile(rb"\r\nconnection:[^\r]*", re.I)
+
+
+def assert_connection_cut_agrees(buf: bytes) -> None:
+    """What the proxy forwards without the Connection field: the fast path's `conn_span` cut equals removing
+    every Connection line with a substitution, and `conn_span` is set exactly when the fast path read one field."""
+    try:
+        h = parse_request_head(buf)
+    except HttpError:
+        return
+    if h is None:
+        return
+    n_conn = [name.lower() for name, _ in h.headers].count("connection")
+    if h._text:  # the fast path took it: at most one Connection field, and conn_span says where
+        assert (h.conn_span is not None) == (n_conn == 1)
+    else:
+        assert h.conn_span is None
+    expected = _CONNECTION_LINE.sub(b"", buf[:h.raw_len - 2])
+    assert fields_without_connection(buf, h.raw_len, h.conn_span) == expected
 
 
 def assert_engine_copes(buf: bytes) -> None:
@@ -91,6 +120,7 @@ def test_request_fast_path_matches_full_parser_on_every_pair_of_fields(start: by
                 buf = head(start, fields)
                 assert outcome_request(buf, True) == outcome_request(buf, False), buf
                 assert_engine_copes(buf)
+                assert_connection_cut_agrees(buf)
 
 
 def test_request_fast_path_takes_the_common_shapes() -> None:
@@ -125,6 +155,29 @@ def test_request_fast_path_leaves_the_rest_to_the_full_parser() -> None:
         if not isinstance(h, tuple) or h[0] != "error":
             parsed = parse_request_head(buf)
             assert parsed is not None and not parsed._text and not parsed.plain
+
+
+def test_request_head_end_taken_from_the_buffer_end_only_when_it_is_the_first() -> None:
+    """parse_request_head guesses the end of a head that ends the buffer; whatever follows or precedes, the
+    result is the full parser's, and a head with another one (or empty lines) after it ends at its own end."""
+    one = head(b"GET /a HTTP/1.1", [b"Host: a"])
+    two = head(b"GET /b HTTP/1.1", [b"Host: b", b"Cookie: c=d"])
+    cases = [one, one + two, one + b"\r\n", one + b"\r\n\r\n", one + two + b"\r\n\r\n", b"\r\n" + one,
+             b"\r\n\r\n", b"\r\n\r\n\r\n", one + b"x\r\n\r\n", one[:-2] + b"X: y\r\n\r\n" + two,
+             head(b"GET / HTTP/1.1", [b"Host: a", b"Transfer-Encoding: chunked"]) + b"0\r\n\r\n"]
+    for buf in cases:
+        for limit in (len(buf), len(buf) - 1, 16384):
+            assert outcome_request(buf, True, limit) == outcome_request(buf, False, limit), (buf, limit)
+    h = parse_request_head(one + two)
+    assert h is not None and h.raw_len == len(one) and h.target == "/a" and h.plain
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(REQUEST_LINES[:5]), min_size=1, max_size=3),
+       st.lists(st.sampled_from(FIELDS), max_size=3), st.sampled_from([b"", b"\r\n", b"\r\n\r\n"]))
+def test_request_fast_path_on_pipelined_heads(starts: list[bytes], fields: list[bytes], tail: bytes) -> None:
+    buf = b"".join(head(s, [b"Host: h", *fields]) for s in starts) + tail
+    assert outcome_request(buf, True) == outcome_request(buf, False)
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -174,8 +227,15 @@ def test_response_scan_agrees_with_full_parser(start: bytes, fields: list[bytes]
     assert conn == names.count("connection")
     assert set_cookie == ("set-cookie" in names)
     assert not {"keep-alive", "proxy-connection", "te", "trailer", "upgrade", "transfer-encoding"} & set(names)
+    # the proxy's fast path (proxy/response.py) reads the match itself: same groups, same Connection span
+    m = match_common_response(buf, 0, 16384)
+    assert m is not None and m.end() == raw_len
+    m_status, m_length, m_conn, m_close, m_cookie = m.groups()
+    assert (COMMON_STATUS[m_status], int(m_length), m_conn is not None, m_close is None, m_cookie is not None) == (
+        status, length, bool(conn), keep_alive, set_cookie)
     if conn:
         c0, c1 = connection_field_span(buf, raw_len)
+        assert (m.start(3) - 13, m.end(3)) == (c0, c1)  # what proxy/response.py cuts
         without = buf[:c0] + buf[c1:raw_len]
         rest_head = parse_response_head(without, 16384, "GET")
         assert rest_head is not None
@@ -238,3 +298,13 @@ def test_response_scan_refuses_what_it_must_leave_to_the_full_parser() -> None:
             assert info is not None and info[0] == int(status)
         else:
             assert info is None  # a status is three digits
+
+
+def test_every_status_the_response_match_takes_has_its_int() -> None:
+    for n in range(100, 1000):
+        buf = head(b"HTTP/1.1 %d X" % n, [b"Content-Length: 0"])
+        m = match_common_response(buf, 0, 16384)
+        if m is None:
+            assert n < 200 or n >= 600 or n in (204, 304)
+        else:
+            assert COMMON_STATUS[m.group(1)] == n == scan_response_head(buf, 16384)[0]  # type: ignore[index]
