@@ -13,6 +13,11 @@ per-library split shows where it goes.
     python3 bench/instructions.py --mode tls           # keep-alive over TLS
     python3 bench/instructions.py --mode tls --rule    # ... with `http-request set-header X-Forwarded-Proto https`
     python3 bench/instructions.py --src /path/to/src   # another tree (PYTHONPATH), to compare two versions
+    python3 bench/instructions.py --mode close --bytecodes   # Python bytecodes per request, per function, instead
+
+With `--bytecodes` the proxy runs in this process (no valgrind) with a `sys.settrace` opcode counter on its thread
+while a client thread sends the requests: the bytecodes the real proxy executes per request, per function,
+uvloop and the connection's life included (bench/micro.py --bytecodes drives the stream with fake transports).
 
 The configuration is one frontend, one backend with `http-reuse always` and one nginx server (bench/run.py's).
 Needs valgrind (Debian `valgrind`), nginx and trustme (for --mode tls). About a minute per run.
@@ -102,6 +107,62 @@ def by_object(out_file: Path, n: int) -> list[tuple[str, float]]:
     return [(k, v / n) for k, v in totals.most_common(8)]
 
 
+def count_bytecodes(cfg: Path, port: int, n: int, mode: str, top: int = 40) -> str:
+    """Run the proxy here, count the opcodes its thread executes while `n` requests are sent from another thread
+    (after 50 of warm-up), per function."""
+    import signal
+    import threading
+
+    from balancier.cli import main as cli_main
+
+    counts: collections.Counter[str] = collections.Counter()
+    on = [False]
+
+    def tracer(frame: object, event: str, arg: object) -> object:
+        if not on[0]:
+            return None
+        frame.f_trace_opcodes = True  # type: ignore[attr-defined]
+        frame.f_trace_lines = False  # type: ignore[attr-defined]
+        code = frame.f_code  # type: ignore[attr-defined]
+        key = f"{Path(code.co_filename).name}:{code.co_firstlineno}:{code.co_name}"
+
+        def local(frame: object, event: str, arg: object) -> object:
+            if event == "opcode":
+                counts[key] += 1
+            return local
+        return local
+
+    def drive() -> None:
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the proxy starts in the main thread
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            client(port, 50, mode)
+            on[0] = True
+            client(port, n, mode)
+        finally:
+            on[0] = False
+            os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=drive, daemon=True).start()
+    sys.settrace(tracer)
+    try:
+        cli_main(["proxy", "-db", "-f", str(cfg)])
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        sys.settrace(None)
+    lines = [f"{mode}: {sum(counts.values()) / n:.0f} bytecodes per request ({n} requests)"]
+    lines += [f"{c / n:8.1f}  {k}" for k, c in counts.most_common(top)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=("ka", "close", "httpclose", "tls"), default="ka")
@@ -109,10 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", type=int, default=400, help="requests counted (default 400)")
     ap.add_argument("--src", help="PYTHONPATH for the proxy (another source tree)")
     ap.add_argument("--keep", type=Path, help="also copy callgrind's output file here (callgrind_annotate it)")
+    ap.add_argument("--bytecodes", action="store_true",
+                    help="count the proxy's Python bytecodes per request, per function (in this process, no valgrind)")
     ap.add_argument("--port", type=int, default=8795)
     ap.add_argument("--backend-port", type=int, default=9095)
     args = ap.parse_args(argv)
-    base.ensure_tools(["nginx", "valgrind"])
+    base.ensure_tools(["nginx"] if args.bytecodes else ["nginx", "valgrind"])
     procs = base.Procs()
     with tempfile.TemporaryDirectory(prefix="balancier-instr-") as tmp:
         work = Path(tmp)
@@ -128,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
                 pem = work / "site.pem"
                 trustme.CA().issue_cert("bench.test").private_key_and_cert_chain_pem.write_to_path(str(pem))
             (work / "proxy.cfg").write_text(config(args.port, args.backend_port, pem, args.rule, args.mode == "httpclose"))
+            if args.bytecodes:
+                if args.src:  # the proxy runs in this process: import it from the other tree
+                    sys.path.insert(0, args.src)
+                print(count_bytecodes(work / "proxy.cfg", args.port, args.n, args.mode))
+                return 0
             out = work / "callgrind.out"
             env = dict(os.environ, PYTHONPATH=args.src) if args.src else None
             with open(work / "proxy.log", "wb") as log:
