@@ -141,7 +141,8 @@ def _append_fields(edits: list[HttpRule], head: RequestHead, raw: bytes, limit: 
         hdrs = hdrs + [(rule.name, rule.value) for rule in edits]
     new_head = RequestHead(head.method, head.target, head.version, hdrs, head.framing, head.content_length,
                            head.keep_alive, head.expect_continue, head.connection_tokens, new_len, False,
-                           head.has_cookie, head.plain, text)
+                           head.has_cookie, head.plain, text,
+                           conn_span=head.conn_span)  # the lines go after the fields: the span still holds
     return Outcome(head=new_head, raw=raw[:rlen - 2] + added + raw[rlen - 2:])
 
 
