@@ -24,7 +24,7 @@ Rules:
 - Accepting in turn (several workers): all workers accept on the same sockets, and the event loop takes every
   connection waiting in a backlog at once, so a burst of connects (a client opening its keep-alive pool) would
   land almost whole on the worker that woke first. Each worker therefore writes its frontends' connection counts
-  into shared memory (`gconn`) and pauses a frontend's listeners while it holds more than its share of that
+  into shared memory (`gview`, a column of sharedstate's array) and pauses a frontend's listeners while it holds more than its share of that
   frontend's connections, all workers counted, plus `BALANCE_SLACK` (`WorkerRole.over`): the connections still
   waiting go to the others, which are woken on the same socket. A frontend paused that way looks again every
   `BALANCE_POLL` seconds and at each of its releases. Not every worker can be over its share at once, so the
@@ -121,7 +121,13 @@ class FrontendRt(Counters):
         self.smax = 0  # highest feconn seen (stats column 5)
         self.listeners: list[Listener] = []
         self.paused = False
-        self.gconn: Any = None  # with several workers: this worker's count in shared memory (sharedstate.ServedHandle)
+        # with several workers (accepting in turn): the shared int64 array of every worker's count, this worker's
+        # index in it, the slice of this frontend's counts, the worker count and BALANCE_SLACK x that count
+        self.gview: Any = None
+        self.gown = 0
+        self.gall = slice(0)
+        self.gcount = 1
+        self.gslack = 0
         self.connect_logger: Logger | None = None
         # Traffic lines: http records for httplog(-clf); tcp records for tcplog; "Connect from" otherwise.
         self.logger = logger if logger is not None and cfg.log_format in ("httplog", "httplog-clf") else None
@@ -372,9 +378,11 @@ class Runtime:
             self._log_connect(s, fe)
         if self.actconn >= self.maxconn or fe.feconn >= fe.maxconn:
             self._update_listeners()
-        elif fe.gconn is not None:
-            fe.gconn.set(fe.feconn)
-            if self.role is not None and self.role.over(fe.feconn, fe.gconn.total()):
+        elif fe.gview is not None:
+            v = fe.gview
+            n = v[fe.gown] = fe.feconn
+            # WorkerRole.over written out (a connection's cost): at most BALANCE_SLACK connections never are
+            if n > BALANCE_SLACK and n * fe.gcount > sum(v[fe.gall]) + fe.gslack:
                 self._update_listeners()
 
     def _log_connect(self, s: Any, fe: FrontendRt) -> None:
@@ -392,8 +400,8 @@ class Runtime:
             fe = s.route.fe
             self.actconn -= 1
             fe.feconn -= 1
-            if fe.gconn is not None:
-                fe.gconn.set(fe.feconn)
+            if fe.gview is not None:
+                fe.gview[fe.gown] = fe.feconn
         else:
             try:
                 self.parked.remove(s)
@@ -426,10 +434,10 @@ class Runtime:
         balancing = False
         for fe in self.frontends:
             want_pause = full or fe.feconn >= fe.maxconn
-            g = fe.gconn
+            g = fe.gview
             if g is not None:
-                g.set(fe.feconn)
-                if not want_pause and role is not None and role.over(fe.feconn, g.total()):
+                g[fe.gown] = fe.feconn
+                if not want_pause and role is not None and role.over(fe.feconn, sum(g[fe.gall])):
                     want_pause = balancing = True
             if want_pause and not fe.paused:
                 fe.paused = True

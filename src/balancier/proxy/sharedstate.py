@@ -187,6 +187,11 @@ class SharedServed:
     def handle(self, slot: int, pos: int) -> ServedHandle:
         return ServedHandle(self, slot, pos)
 
+    def column(self, slot: int, pos: int) -> tuple[memoryview, int, slice]:
+        """For the hot path: the whole array as int64 items, the index of ``slot``'s count at ``pos``, and the
+        slice of every slot's count at ``pos`` (``sum(view[s])`` is the total), no Python frame per access."""
+        return memoryview(self.mm).cast("q"), slot * self.nservers + pos, slice(pos, None, self.nservers)
+
     def mark_absent(self, slot: int) -> None:
         """Every count of ``slot`` reads ABSENT until its worker writes its own (the frontends' connection counts:
         a worker that has not started or has died must not make the others stop accepting)."""

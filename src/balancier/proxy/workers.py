@@ -162,7 +162,7 @@ class _Worker:
 
     # --- build --------------------------------------------------------------------------------------------------
     def build(self, loop: asyncio.AbstractEventLoop) -> None:
-        from balancier.proxy.runtime import Runtime, WorkerRole
+        from balancier.proxy.runtime import BALANCE_SLACK, Runtime, WorkerRole
 
         ctx = self.ctx
         rt = Runtime(ctx.config, loop, ctx.listeners, debug=ctx.debug, role=WorkerRole(ctx.index, ctx.count))
@@ -177,8 +177,10 @@ class _Worker:
         self._share_limits(backends)
         if ctx.conns is not None:  # accepting in turn (runtime.py); a replaced worker's connections are gone
             for pos, fe in enumerate(rt.frontends):
-                fe.gconn = ctx.conns.handle(ctx.index, pos)
-                fe.gconn.set(0)
+                fe.gview, fe.gown, fe.gall = ctx.conns.column(ctx.index, pos)
+                fe.gview[fe.gown] = 0
+                fe.gcount = ctx.count
+                fe.gslack = BALANCE_SLACK * ctx.count
         self._start_stats(loop, backends)
         if self.owner:
             for be in backends:

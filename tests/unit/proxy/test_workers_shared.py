@@ -60,6 +60,11 @@ def test_an_absent_worker_never_makes_the_others_pause() -> None:
     assert conns.handle(1, 0).total() >= sharedstate.ABSENT  # worker 0's first frontend: still unwritten
     conns.mark_absent(1)  # worker 1 died
     assert not WorkerRole(0, 2).over(50, h0.total())
+    # the hot path's view of the same array: a store at its own index, the total by its slice
+    view, own, every = conns.column(1, 2)
+    view[own] = 7
+    assert h1.total() == 50 + 7 == sum(view[every])
+    assert conns.column(0, 2)[1] != own and sum(view[conns.column(0, 0)[2]]) >= sharedstate.ABSENT
 
 
 def _fe(name: str) -> SimpleNamespace:
