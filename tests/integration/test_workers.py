@@ -8,6 +8,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,13 +74,19 @@ def two_servers(backend_factory):
     return backend_factory("a"), backend_factory("b")
 
 
-def test_both_workers_accept_and_counters_add_up(proxy_factory, two_servers, tmp_path: Path) -> None:
+def _two_workers(proxy_factory, two_servers, tmp_path: Path) -> tuple[Any, int, Path, list[int]]:
+    """A proxy with two workers over servers a and b: (proxy, port, stats socket, worker pids)."""
     a, b = two_servers
     port = free_port()
     sock = tmp_path / "stats.sock"
     p = proxy_factory(_cfg(port, sock, f"    server a {a.address}\n    server b {b.address}\n"))
     workers = wait_children(p.pid, 2)
     assert len(workers) == 2, p.explain()
+    return p, port, sock, workers
+
+
+def test_both_workers_accept_and_counters_add_up(proxy_factory, two_servers, tmp_path: Path) -> None:
+    p, port, sock, workers = _two_workers(proxy_factory, two_servers, tmp_path)
     conns = _open(port, 40, workers)
     n = len(conns)
     try:
@@ -111,11 +118,7 @@ def test_a_burst_of_connects_is_shared_out(proxy_factory, two_servers, tmp_path:
     end up with about half, and every connection is served."""
     from balancier.proxy.runtime import BALANCE_SLACK
 
-    a, b = two_servers
-    port = free_port()
-    p = proxy_factory(_cfg(port, tmp_path / "stats.sock", f"    server a {a.address}\n    server b {b.address}\n"))
-    workers = wait_children(p.pid, 2)
-    assert len(workers) == 2, p.explain()
+    _p, port, _sock, workers = _two_workers(proxy_factory, two_servers, tmp_path)
     for _ in range(3):  # three bursts, each after the last one closed
         conns = [RawConnection("127.0.0.1", port) for _ in range(60)]
         try:
@@ -131,12 +134,7 @@ def test_a_burst_of_connects_is_shared_out(proxy_factory, two_servers, tmp_path:
 
 def test_show_sess_lists_the_streams_of_every_worker(proxy_factory, two_servers, tmp_path: Path) -> None:
     """The owner serves the stats socket; `show sess` gathers the other worker's streams through the master."""
-    a, b = two_servers
-    port = free_port()
-    sock = tmp_path / "stats.sock"
-    p = proxy_factory(_cfg(port, sock, f"    server a {a.address}\n    server b {b.address}\n"))
-    workers = wait_children(p.pid, 2)
-    assert len(workers) == 2, p.explain()
+    p, port, sock, workers = _two_workers(proxy_factory, two_servers, tmp_path)
     conns = _open(port, 30, workers)
     try:
         spread = _spread(port, conns, workers)
