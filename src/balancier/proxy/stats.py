@@ -220,17 +220,22 @@ class StatsView:
         self._fe = {fe.name: fe for fe in self.frontends}
         self._be = {be.name: be for be in self.backends}
         self.order = [p.name for p in proxies if p.name in self._fe or p.name in self._be]
-        now = clock()
-        # per server: [accumulated downtime, down since or None]; per backend the same plus the down count
+        # Downtimes count whole seconds as HAProxy does (`now.tv_sec - last_change`, its clock starting at the
+        # date): a backend down from 12:00:00.9 to 12:00:01.1 has been down 1 s. The monotonic clock, shifted to
+        # the wall clock's second boundaries once, gives the same seconds without following clock jumps.
+        self._epoch = wall() - clock()
+        now = self._sec()
+        # per server: [accumulated downtime, down since or None] in whole seconds (_sec); per backend the same
+        # plus the down count
         self._sdown: weakref.WeakKeyDictionary[Server, list[Any]] = weakref.WeakKeyDictionary()
         self._bdown: dict[str, list[Any]] = {}
         # HAProxy keeps a health counter even for unchecked servers (start value rise; `set server health` and
         # maintenance move it); only `show servers state` shows it, so it lives here.
         self.nocheck_health: weakref.WeakKeyDictionary[Server, int] = weakref.WeakKeyDictionary()
         for be in self.backends:
-            self._bdown[be.name] = [0.0, None if be.has_usable() else now, 0]
+            self._bdown[be.name] = [0, None if be.has_usable() else now, 0]
             for s in be.servers:
-                self._sdown[s] = [0.0, now if s.op == "down" else None]
+                self._sdown[s] = [0, now if s.op == "down" else None]
             be.subscribe(self._on_event)
 
     def frontend(self, name: str) -> FrontendLike | None:
@@ -245,19 +250,22 @@ class StatsView:
             return None
         return self._be.get(name)
 
+    def _sec(self) -> int:
+        return int(self.clock() + self._epoch)
+
     def _on_event(self, ev: ServerEvent) -> None:
-        now = self.clock()
+        now = self._sec()
         s = ev.server
         if ev.what == "admin" and ev.new == "maint" and s.hstate is None:
             self.nocheck_health[s] = 0
-        rec = self._sdown.setdefault(s, [0.0, None])
+        rec = self._sdown.setdefault(s, [0, None])
         is_down = s.op == "down"
         if is_down and rec[1] is None:
             rec[1] = now
         elif not is_down and rec[1] is not None:
             rec[0] += now - rec[1]
             rec[1] = None
-        brec = self._bdown.setdefault(s.backend.name, [0.0, None, 0])
+        brec = self._bdown.setdefault(s.backend.name, [0, None, 0])
         if ev.had_usable and not ev.has_usable:
             brec[1] = now
             brec[2] += 1
@@ -269,12 +277,12 @@ class StatsView:
         rec = self._sdown.get(s)
         if rec is None:
             return 0
-        return int(rec[0] + (self.clock() - rec[1] if rec[1] is not None else 0))
+        return max(0, rec[0] + (self._sec() - rec[1] if rec[1] is not None else 0))
 
     def backend_downtime(self, be: Backend) -> tuple[int, int]:
         """(downtime in seconds, number of times the backend lost its last server)."""
-        rec = self._bdown.get(be.name, [0.0, None, 0])
-        return int(rec[0] + (self.clock() - rec[1] if rec[1] is not None else 0)), rec[2]
+        rec = self._bdown.get(be.name, [0, None, 0])
+        return max(0, rec[0] + (self._sec() - rec[1] if rec[1] is not None else 0)), rec[2]
 
 
 # --- rows ---------------------------------------------------------------------------------------------------------

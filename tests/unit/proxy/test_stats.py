@@ -171,6 +171,21 @@ def test_rising_server_shows_health_over_rise(tmp_path: Path) -> None:
 
 # --- downtime -------------------------------------------------------------------------------------------------
 
+def test_downtime_counts_whole_seconds_as_haproxy(world: World) -> None:
+    # HAProxy: down_time += now.tv_sec - last_change, both whole seconds of a clock that starts at the date. The
+    # world's wall clock is on a second boundary at clock 1000.0.
+    world.clock.advance(0.9)
+    world.run("set server esup-proxy/ents2 health down")  # at 1000.9
+    world.clock.advance(0.2)
+    world.run("set server esup-proxy/ents2 health up")  # at 1001.1: 0.2 s, across a second boundary
+    assert world.csv_rows()[("esup-proxy", "ents2")]["downtime"] == "1"
+    world.clock.advance(0.1)
+    world.run("set server esup-proxy/ents2 health down")  # at 1001.2
+    world.clock.advance(0.7)
+    world.run("set server esup-proxy/ents2 health up")  # at 1001.9: 0.7 s within one second
+    assert world.csv_rows()[("esup-proxy", "ents2")]["downtime"] == "1"
+
+
 def test_downtime_and_backend_down_count_follow_events(world: World) -> None:
     world.run("set server esup-proxy/ents2 health down")
     world.clock.advance(7)
