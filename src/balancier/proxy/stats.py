@@ -253,6 +253,10 @@ class StatsView:
     def _sec(self) -> int:
         return int(self.clock() + self._epoch)
 
+    def since(self, t: float) -> int:
+        """Whole seconds since ``t`` (a time of ``clock``), counted as HAProxy counts `lastchg` (see _sec)."""
+        return max(0, self._sec() - int(t + self._epoch))
+
     def _on_event(self, ev: ServerEvent) -> None:
         now = self._sec()
         s = ev.server
@@ -321,13 +325,12 @@ def frontend_row(view: StatsView, fe: FrontendLike) -> Row:
 def server_row(view: StatsView, s: Server, legends: bool) -> Row:
     be = s.backend
     cfg = s.cfg
-    now = view.clock()
     c = view.totals(s)
     row: Row = {0: be.name, 1: s.name, 2: c.qcur, 3: c.qmax, 4: c.served,
                 5: c.smax, 6: getattr(s, "slim", cfg.maxconn) or None, 7: c.stot, 8: c.bin, 9: c.bout,
                 11: c.dresp, 13: c.econ, 14: c.eresp, 15: c.wretr, 16: c.wredis, 17: server_status(s),
                 18: s.uweight, 19: 0 if s.is_backup else 1, 20: 1 if s.is_backup else 0,
-                23: max(0, int(now - s.lastchg)), 25: cfg.maxqueue or None, 26: view.process_num,
+                23: view.since(s.lastchg), 25: cfg.maxqueue or None, 26: view.process_num,
                 27: view.proxy_ids.get(be.name, 0), 28: s.sid, 30: c.lbtot, 32: 2, 33: 0, 35: 0,
                 49: c.cli_abrt, 50: c.srv_abrt, 55: -1, 58: 0, 59: 0, 60: 0, 61: 0, 75: be.cfg.mode, 83: 0,
                 84: c.connect, 85: c.reuse, 88: 0, 90: 0, 91: 0, 92: 0, 93: 0,
@@ -353,7 +356,6 @@ def server_row(view: StatsView, s: Server, legends: bool) -> Row:
 
 
 def backend_row(view: StatsView, be: Backend, legends: bool) -> Row:
-    now = view.clock()
     act, bck = be.usable_counts()
     weight = sum(s.uweight for s in group_in_use(be))
     downtime, downs = view.backend_downtime(be)
@@ -362,7 +364,7 @@ def backend_row(view: StatsView, be: Backend, legends: bool) -> Row:
                 5: c.smax, 6: be.fullconn, 7: c.stot, 8: c.bin, 9: c.bout, 10: c.dreq,
                 11: c.dresp, 13: c.econ, 14: c.eresp, 15: c.wretr, 16: c.wredis,
                 17: "UP" if be.has_usable() else "DOWN", 18: weight, 19: act, 20: bck, 22: downs,
-                23: max(0, int(now - be.lastchg)), 24: downtime, 26: view.process_num,
+                23: view.since(be.lastchg), 24: downtime, 26: view.process_num,
                 27: view.proxy_ids.get(be.name, 0), 28: 0, 30: c.lbtot, 32: 1, 33: 0, 35: 0,
                 49: c.cli_abrt, 50: c.srv_abrt, 51: 0, 52: 0, 53: 0, 54: 0, 55: -1, 58: 0, 59: 0, 60: 0, 61: 0,
                 75: be.cfg.mode,
@@ -567,7 +569,7 @@ def server_state_line(view: StatsView, s: Server, forced_maint: Container[Server
         cstate = 0x2 | (0x4 if check_enabled(s) else 0) | (0x8 if s.admin == "maint" else 0)
     host, port = s.addr
     fields = [view.proxy_ids.get(s.backend.name, 0), s.backend.name, s.sid, s.name, host, op, admin, s.uweight,
-              cfg.weight, max(0, int(view.clock() - s.lastchg)), CHECK_STATUS_CODES.get(status, 1), result, health,
+              cfg.weight, view.since(s.lastchg), CHECK_STATUS_CODES.get(status, 1), result, health,
               cstate, 0, 0, 0, "-", port or 0, "-", 0, cfg.check_port or 0, cfg.check_addr or "-", "-", 0]
     return " ".join(str(f) for f in fields) + "\n"
 

@@ -539,7 +539,7 @@ def render_prometheus(view: StatsView, info: ProcessInfo) -> str:
              "since the worker process started", c, [(sl(s), t(s).chkfail) for s in chk])
     f.family("server_check_up_down_total", _H_CHGDOWN, c, [(sl(s), t(s).chkdown) for s in chk])
     f.family("server_check_last_change_seconds", _H_LASTCHG, g,
-             [(sl(s), max(0, int(view.clock() - s.lastchg))) for s in srvs])
+             [(sl(s), view.since(s.lastchg)) for s in srvs])
     f.family("server_downtime_seconds_total", _H_DOWNT, c, [(sl(s), view.server_downtime(s)) for s in chk])
     f.family("server_queue_limit", "Limit on the number of connections in queue, for servers only (maxqueue "
              "argument)", g, [(sl(s), s.cfg.maxqueue) for s in srvs if s.cfg.maxqueue])

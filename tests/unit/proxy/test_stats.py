@@ -184,6 +184,9 @@ def test_downtime_counts_whole_seconds_as_haproxy(world: World) -> None:
     world.clock.advance(0.7)
     world.run("set server esup-proxy/ents2 health up")  # at 1001.9: 0.7 s within one second
     assert world.csv_rows()[("esup-proxy", "ents2")]["downtime"] == "1"
+    assert world.csv_rows()[("esup-proxy", "ents2")]["lastchg"] == "0"
+    world.clock.advance(0.2)  # 1002.1: lastchg counts the same whole seconds
+    assert world.csv_rows()[("esup-proxy", "ents2")]["lastchg"] == "1"
 
 
 def test_downtime_and_backend_down_count_follow_events(world: World) -> None:
