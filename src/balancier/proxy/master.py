@@ -528,7 +528,7 @@ class Master:
             for other in gen.workers.values():
                 if other is not w and other.exited is None:
                     self._send(other, msg)
-        elif t == "cmd" and gen is not None and w.gen is gen:
+        elif t in ("cmd", "sess") and gen is not None and w.gen is gen:  # a change, or streams for `show sess`
             owner = gen.workers.get(0)
             if owner is not None:
                 self._send(owner, msg)
@@ -537,10 +537,6 @@ class Master:
             self._send(w, {"t": "sess-n", "id": msg.get("id"), "n": len(asked)})
             for o in asked:
                 self._send(o, msg)
-        elif t == "sess" and gen is not None and w.gen is gen:
-            owner = gen.workers.get(0)
-            if owner is not None:
-                self._send(owner, msg)
         elif t in ("clear", "kill") and gen is not None and w.gen is gen:
             for other in gen.workers.values():
                 if other is not w:
