@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
 import statistics
 import sys
 import tempfile
@@ -42,8 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402
 
 BACKEND_PORT = 9411
-PORTS = {"haproxy": 8901, "floor": 8902, "balancier": 8903}
+PORTS = {"haproxy": 8901, "floor": 8902, "balancier": 8903}  # in mode httpclose; +10 in mode ka
 MODES = ("httpclose", "ka")
+
+
+def port(target: str, mode: str) -> int:
+    return PORTS[target] + 10 * MODES.index(mode)
 
 
 # ---- the floor proxy -------------------------------------------------------------------------------------------
@@ -146,9 +148,9 @@ def config(port: int, mode: str) -> str:
 
 def command(target: str, mode: str, work: Path) -> list[str]:
     if target == "floor":
-        return [sys.executable, __file__, "--serve", str(PORTS["floor"]), str(BACKEND_PORT), mode]
+        return [sys.executable, __file__, "--serve", str(port(target, mode)), str(BACKEND_PORT), mode]
     cfg = work / f"{target}-{mode}.cfg"
-    cfg.write_text(config(PORTS[target], mode))
+    cfg.write_text(config(port(target, mode), mode))
     return base.proxy_command(target, cfg)
 
 
@@ -179,23 +181,24 @@ def main(argv: list[str] | None = None) -> int:
             ng = procs.start("nginx", [base.tool("nginx"), "-c", str(work / "nginx.conf"), "-g", "daemon off;"],
                              work / "nginx.log")
             base.wait_listening(BACKEND_PORT, ng, "nginx")
+            started = {}  # every target in every mode, started once (bench/run.py does the same)
+            for mode in modes:
+                for target in targets:
+                    p = procs.start(target, command(target, mode, work), work / f"{target}-{mode}.log")
+                    base.wait_listening(port(target, mode), p, target)
+                    base.check_target(port(target, mode))
+                    started[target, mode] = p
             for rnd in range(args.rounds):
                 for mode in modes:
                     for target in targets:
-                        p = procs.start(target, command(target, mode, work), work / f"{target}.log")
-                        base.wait_listening(PORTS[target], p, target)
-                        base.check_target(PORTS[target])
-                        time.sleep(0.3)
-                        res, cpu, _ = base.run_wrk(PORTS[target], args.conns, args.duration, [], p.pid)
+                        p = started[target, mode]
+                        res, cpu, _ = base.run_wrk(port(target, mode), args.conns, args.duration, [], p.pid)
                         n = int(res["requests"])  # type: ignore[call-overload]
                         row = {"round": rnd + 1, "mode": mode, "target": target, "rps": res["rps"],
                                "cpu_us_per_req": cpu / n * 1e6 if n else 0.0, "errors": res["errors"]}
                         rows.append(row)
                         print(f"round {rnd + 1} {mode:9} {target:9} {row['rps']:>10.0f} req/s "
                               f"{row['cpu_us_per_req']:6.1f} us/req {row['errors'] or ''}", flush=True)
-                        os.kill(p.pid, signal.SIGTERM)  # a process of ours, by pid
-                        p.wait(10)
-                        procs.procs.remove((target, p))
         finally:
             procs.stop_all()
     print()
