@@ -117,20 +117,8 @@ def count_bytecodes(cfg: Path, port: int, n: int, mode: str, top: int = 40) -> s
 
     counts: collections.Counter[str] = collections.Counter()
     on = [False]
-
-    def tracer(frame: object, event: str, arg: object) -> object:
-        if not on[0]:
-            return None
-        frame.f_trace_opcodes = True  # type: ignore[attr-defined]
-        frame.f_trace_lines = False  # type: ignore[attr-defined]
-        code = frame.f_code  # type: ignore[attr-defined]
-        key = f"{Path(code.co_filename).name}:{code.co_firstlineno}:{code.co_name}"
-
-        def local(frame: object, event: str, arg: object) -> object:
-            if event == "opcode":
-                counts[key] += 1
-            return local
-        return local
+    tracer = base.opcode_tracer(counts, lambda code: f"{Path(code.co_filename).name}:{code.co_firstlineno}:"
+                                                     f"{code.co_name}", lambda: on[0])
 
     def drive() -> None:
         try:

@@ -169,18 +169,7 @@ def count_bytecodes(kind: str, n: int = 50, top: int = 25) -> str:
     whatever else the machine is doing, so it shows a change of a few percent that timings on a shared machine
     cannot. It counts the interpreter's work only (not the time of C calls such as regex matching)."""
     counts: collections.Counter[str] = collections.Counter()
-
-    def tracer(frame: Any, event: str, arg: Any) -> Any:
-        frame.f_trace_opcodes = True
-        frame.f_trace_lines = False
-        code = frame.f_code
-        key = f"{Path(code.co_filename).name}:{code.co_name}"
-
-        def local(frame: Any, event: str, arg: Any) -> Any:
-            if event == "opcode":
-                counts[key] += 1
-            return local
-        return local
+    tracer = bench.opcode_tracer(counts, lambda code: f"{Path(code.co_filename).name}:{code.co_name}")
 
     rt, route, _ = build("webfarm_4")
     if kind == "ka":

@@ -16,6 +16,7 @@ Rules this script keeps:
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import re
@@ -28,8 +29,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -312,6 +315,27 @@ def check_target(port: int) -> str:
 
 
 # ---- report --------------------------------------------------------------------------------------------
+def opcode_tracer(counts: collections.Counter[str], key_of: Callable[[Any], str],
+                  on: Callable[[], bool] = lambda: True) -> Callable[[Any, str, Any], Any]:
+    """A `sys.settrace` function counting the bytecodes each function executes into ``counts`` (key:
+    ``key_of(code)``), while ``on()`` says so (bench/micro.py, bench/instructions.py --bytecodes)."""
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        if not on():
+            return None
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        key = key_of(frame.f_code)
+
+        def local(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                counts[key] += 1
+            return local
+        return local
+
+    return tracer
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs) if xs else 0.0
 
