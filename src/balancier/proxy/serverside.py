@@ -299,14 +299,9 @@ class Connect:
                 r = self.coro.throw(asyncio.CancelledError())
             else:
                 r = self.coro.send(None)
-        except StopIteration as e:  # the usual end (connected): _end written out
+        except StopIteration as e:  # the usual end: connected
             self.value = e.value
-            self.finished = True
-            self.coro = None
-            if self.starting:
-                self.loop.call_soon(self.done, self)
-            else:
-                self.done(self)
+            self._end()
             return
         except (KeyboardInterrupt, SystemExit):
             raise
