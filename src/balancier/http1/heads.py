@@ -603,7 +603,6 @@ def connection_field_span(buf: bytes, end: int) -> tuple[int, int]:
     return m.span()
 
 
-
 def fields_without_connection(raw: bytes, raw_len: int, conn_span: tuple[int, int] | None) -> bytes:
     """A validated request head's bytes up to the CRLF of its last field line (``raw[:raw_len - 2]``) without
     its Connection field lines. With the fast path's ``conn_span`` (its only Connection field's value) the line

@@ -256,8 +256,8 @@ class Master:
                 self._child_cleanup(gen)
                 ctx = WorkerContext(
                     config=gen.config, listeners=gen.listeners, stats_socks=gen.stats_socks, index=index,
-                    count=gen.count, generation=gen.number, channel=child, counters=gen.counters, served=gen.served, queued=gen.queued,
-                    conns=gen.conns,
+                    count=gen.count, generation=gen.number, channel=child, counters=gen.counters, served=gen.served,
+                    queued=gen.queued, conns=gen.conns,
                     states=dict(self.states), carry=carry, restore=restore, debug=bool(self.args.debug),
                     drop=self.drop_in_worker)
                 code = run_worker(ctx)

@@ -24,11 +24,11 @@ Rules:
 - Accepting in turn (several workers): all workers accept on the same sockets, and the event loop takes every
   connection waiting in a backlog at once, so a burst of connects (a client opening its keep-alive pool) would
   land almost whole on the worker that woke first. Each worker therefore writes its frontends' connection counts
-  into shared memory (`gview`, a column of sharedstate's array) and pauses a frontend's listeners while it holds more than its share of that
-  frontend's connections, all workers counted, plus `BALANCE_SLACK` (`WorkerRole.over`): the connections still
-  waiting go to the others, which are woken on the same socket. A frontend paused that way looks again every
-  `BALANCE_POLL` seconds and at each of its releases. Not every worker can be over its share at once, so the
-  frontend is never paused by all of them; a single worker pays nothing for it.
+  into shared memory (`gview`, a column of sharedstate's array) and pauses a frontend's listeners while it holds
+  more than its share of that frontend's connections, all workers counted, plus `BALANCE_SLACK`
+  (`WorkerRole.over`): the connections still waiting go to the others, which are woken on the same socket. A
+  frontend paused that way looks again every `BALANCE_POLL` seconds and at each of its releases. Not every worker
+  can be over its share at once, so the frontend is never paused by all of them; a single worker pays nothing.
 - SIGTTOU holds every listener until SIGTTIN, whatever admission or balance would do meanwhile.
 """
 
@@ -236,7 +236,6 @@ class WorkerRole:
         """This worker holds more than its share of ``total`` connections (its ``own`` included) plus the slack.
         The workers' counts add up to ``total``, so they cannot all be over at once."""
         return own * self.count > total + BALANCE_SLACK * self.count
-
 
 
 class Runtime:

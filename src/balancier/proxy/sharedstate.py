@@ -203,8 +203,6 @@ _Q = struct.Struct("=q")
 ABSENT = 1 << 40  # a slot whose worker is not running (yet): reads as far above any share
 
 
-
-
 class ServedHandle:
     """One server's count in one worker's slot, and the sum over the slots."""
 
