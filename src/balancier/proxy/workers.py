@@ -49,7 +49,7 @@ import select
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any
 
 from balancier.proxy import sharedstate
@@ -265,6 +265,7 @@ class _Worker:
         if self.slot is not None:
             view.totals = self.slot.totals
         info = info_for_runtime(rt, time.time(), time.monotonic(), __version__, view=view, nbthread=ctx.count)
+
         def make_api(level: str) -> RuntimeApi:
             """The owner's API (changes relayed after they run) or, on another worker, the forwarding one."""
             api: OwnerApi | ForwardingApi
@@ -393,7 +394,7 @@ class _Worker:
 
         sessions = hooks_for_runtime(self.rt).sessions
         assert sessions is not None
-        rows = [[si.id, si.proto, si.src, si.frontend, si.backend, si.server, si.age, si.extra] for si in sessions()]
+        rows = [astuple(si) for si in sessions()]  # SessionInfo(*row) on the owner's side
         for start in range(0, max(1, len(rows)), SESS_ROWS):
             self.channel.send({"t": "sess", "id": gid, "rows": rows[start:start + SESS_ROWS],
                                "last": start + SESS_ROWS >= len(rows)})
