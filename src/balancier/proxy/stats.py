@@ -279,14 +279,16 @@ class StatsView:
 
     def server_downtime(self, s: Server) -> int:
         rec = self._sdown.get(s)
-        if rec is None:
-            return 0
-        return max(0, rec[0] + (self._sec() - rec[1] if rec[1] is not None else 0))
+        return 0 if rec is None else self._downtime(rec)
 
     def backend_downtime(self, be: Backend) -> tuple[int, int]:
         """(downtime in seconds, number of times the backend lost its last server)."""
         rec = self._bdown.get(be.name, [0, None, 0])
-        return max(0, rec[0] + (self._sec() - rec[1] if rec[1] is not None else 0)), rec[2]
+        return self._downtime(rec), rec[2]
+
+    def _downtime(self, rec: list[Any]) -> int:
+        """Accumulated seconds plus those of the current down period, if any."""
+        return max(0, rec[0] + (self._sec() - rec[1] if rec[1] is not None else 0))
 
 
 # --- rows ---------------------------------------------------------------------------------------------------------
