@@ -168,18 +168,22 @@ def test_scenario2_proxy_sigkilled(bed: Testbed, cluster_factory: Factory, layou
     print(f"\nscenario 2 ({layout}): {_explain(cd, m)}")
 
 
+def _idle_dcs(cd: ClusterDeployment) -> list[dict[str, Any]]:
+    """The status of each node that is DC, has decided at least once and runs no transition (two during a
+    partition)."""
+    sts = [cd.status(n) for n in ("lb1", "lb2")]
+    return [st for st in sts if st and st.get("is_dc") and st.get("graph") is None and st.get("last_transition")]
+
+
 def _wait_idle(cd: ClusterDeployment, timeout: float) -> None:
     """Until the DC has no transition running. Every scenario starts from a settled cluster: a fault injected
     while the start-up transition still waits for an action on the other node (its proxy instance starting)
     would only be acted on once that action ends or its node is declared dead, as Pacemaker does."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for n in ("lb1", "lb2"):
-            st = cd.status(n)
-            if st and st.get("is_dc") and st.get("graph") is None and st.get("last_transition"):
-                return
+    while not _idle_dcs(cd):
+        if time.monotonic() > deadline:
+            pytest.fail(f"the cluster did not settle within {timeout:g} s; logs in {cd.tb.workdir}")
         time.sleep(0.05)
-    pytest.fail(f"the cluster did not settle within {timeout:g} s; logs in {cd.tb.workdir}")
 
 
 def _wait_settled(cd: ClusterDeployment, node: str, since: float, timeout: float = 20.0) -> None:
@@ -187,10 +191,8 @@ def _wait_settled(cd: ClusterDeployment, node: str, since: float, timeout: float
     deadline = time.monotonic() + timeout
     wall_since = time.time() - (time.monotonic() - since)
     while time.monotonic() < deadline:
-        for n in ("lb1", "lb2"):
-            st = cd.status(n)
-            if st and st.get("is_dc") and st.get("graph") is None and st.get("last_transition") and \
-                    st["last_transition"].get("at", 0) > wall_since and \
+        for st in _idle_dcs(cd):
+            if st["last_transition"].get("at", 0) > wall_since and \
                     st["last_transition"]["placement"].get(cd.moving) == node and cd.tb.vip_holders() == [node]:
                 return
         time.sleep(0.05)
