@@ -13,6 +13,9 @@ per-library split shows where it goes.
     python3 bench/instructions.py --mode tls           # keep-alive over TLS
     python3 bench/instructions.py --mode tls --rule    # ... with `http-request set-header X-Forwarded-Proto https`
     python3 bench/instructions.py --src /path/to/src   # another tree (PYTHONPATH), to compare two versions
+    python3 bench/instructions.py --vary               # every request and response head differs (a unique query
+                                                       # string, nginx's $request_id in a field): the head memo's
+                                                       # worst case, every lookup a miss
     python3 bench/instructions.py --mode close --bytecodes   # Python bytecodes per request, per function, instead
 
 With `--bytecodes` the proxy runs in this process (no valgrind) with a `sys.settrace` opcode counter on its thread
@@ -41,8 +44,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402
 
-REQ = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-REQ_CLOSE = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+REQ = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+REQ_CLOSE = b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+VARY = [False]  # --vary: a unique query string per request
+
+
+def request(template: bytes, i: int) -> bytes:
+    return template % (b"?n=%d" % i if VARY[0] else b"")
 
 
 def config(port: int, backend: int, pem: Path | None, rule: bool, httpclose: bool = False) -> str:
@@ -78,16 +86,16 @@ def client(port: int, n: int, mode: str) -> None:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if mode in ("close", "httpclose"):  # a connection per request (httpclose: the proxy closes it)
-        for _ in range(n):
+        for i in range(n):
             with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(REQ_CLOSE if mode == "close" else REQ)
+                s.sendall(request(REQ_CLOSE if mode == "close" else REQ, i))
                 _read_response(s, b"")
         return
     raw = socket.create_connection(("127.0.0.1", port))
     s = ctx.wrap_socket(raw, server_hostname="bench.test") if ctx else raw
     buf = b""
-    for _ in range(n):
-        s.sendall(REQ)
+    for i in range(n):
+        s.sendall(request(REQ, i))
         buf = _read_response(s, buf)
     s.close()
 
@@ -156,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("ka", "close", "httpclose", "tls"), default="ka")
     ap.add_argument("--rule", action="store_true", help="add http-request set-header X-Forwarded-Proto https")
     ap.add_argument("-n", type=int, default=400, help="requests counted (default 400)")
+    ap.add_argument("--vary", action="store_true", help="every request and response head differs (memo misses)")
     ap.add_argument("--src", help="PYTHONPATH for the proxy (another source tree)")
     ap.add_argument("--keep", type=Path, help="also copy callgrind's output file here (callgrind_annotate it)")
     ap.add_argument("--bytecodes", action="store_true",
@@ -168,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="balancier-instr-") as tmp:
         work = Path(tmp)
         try:
-            (work / "nginx.conf").write_text(base.nginx_conf(work, [args.backend_port]))
+            VARY[0] = args.vary
+            conf = base.nginx_conf(work, [args.backend_port])
+            if args.vary:  # a field that differs in every response
+                conf = conf.replace("location / { return", "location / { add_header X-Request-Id $request_id; return")
+            (work / "nginx.conf").write_text(conf)
             nginx = procs.start("nginx", [base.tool("nginx"), "-p", str(work), "-c", str(work / "nginx.conf"),
                                           "-g", "daemon off;"], work / "nginx.out")
             base.wait_listening(args.backend_port, nginx, "nginx")
@@ -205,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if m is None:
                 raise SystemExit(f"no totals in {out}")
             per = int(m.group(1)) / args.n
-            label = args.mode + (" + set-header rule" if args.rule else "")
+            label = args.mode + (" + set-header rule" if args.rule else "") + (", every head new" if args.vary else "")
             print(f"{label}: {per:,.0f} instructions per request ({args.n} requests, {elapsed:.0f} s under valgrind)")
             for name, v in by_object(out, args.n):
                 print(f"  {v:10,.0f}  {name}")

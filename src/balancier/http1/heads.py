@@ -46,6 +46,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import HttpError
 from .grammar import (
@@ -264,49 +265,143 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
     skips the fast path (for tests that hold both paths to the same results).
 
     The fast path is written out here rather than called: the common request (see _REQ_FAST_RE) is checked and
-    read by one regular expression, and the head is filled from its groups with no other Python call. Anything
-    else goes to the full parser, which gives the verdict. Fields are split only if someone reads them."""
+    read by one regular expression (once per distinct head: see REQUEST_MEMO), and the head is filled from what
+    it read with no other Python call. Anything else goes to the full parser, which gives the verdict. Fields
+    are split only if someone reads them."""
     end = buf.find(b"\r\n\r\n", 0, limit)
     # end == 0: the buffer starts with empty lines; a head with more fields than the fast grammar takes
     # (MAX_HEADERS) is the full parser's when the caller allows fewer
     if end > 0 and fast and max_headers >= MAX_HEADERS:
         text = buf[:end + 2].decode("latin-1")
-        try:
-            m = _req_fast_match(text)
-        except SystemError:  # see _REQ_FAST_RE (a try costs nothing in Python 3.11 until it catches)
+        memo = REQUEST_MEMO
+        if memo.on:
+            e = memo.entries.get(text)
+        else:
+            e = None
+            memo.paused -= 1
+            if not memo.paused:
+                memo.resume()
+        if e is None:
+            try:
+                m = _req_fast_match(text)
+            except SystemError:  # see _REQ_FAST_RE (a try costs nothing in Python 3.11 until it catches)
+                m = None
+            if m is not None:
+                h = _new_request_head(RequestHead)
+                h.method, h.target, conn, cookie, length, expect, _ = m.groups()  # the last one: Host
+                if length is None:
+                    h.content_length = 0
+                    h.framing = _NONE
+                else:
+                    n = h.content_length = int(length)
+                    h.framing = _LENGTH if n else _NONE
+                if conn is None:
+                    h.connection_tokens = _NO_TOKENS
+                    h.keep_alive = h.plain = True
+                    h.conn_span = None
+                else:
+                    h.conn_span = m.span(3)
+                    tokens = TOKENS_CACHE.get(conn)
+                    if tokens is None:
+                        tokens = connection_tokens([conn])
+                    h.connection_tokens = tokens
+                    h.keep_alive = "close" not in tokens
+                    h.plain = bool(tokens)  # an empty Connection field is removed, not forwarded
+                h.expect_continue = expect is not None and expect.rstrip(" \t").lower() == "100-continue"
+                h.has_cookie = cookie is not None
+                if memo.on:
+                    memo.note(text, (h.method, h.target, h.content_length, h.framing, h.connection_tokens,
+                                     h.keep_alive, h.plain, h.conn_span, h.expect_continue, h.has_cookie))
+            elif memo.on:
+                memo.note(text, False)
+        elif e:
+            memo.hits += 1
+            h = _new_request_head(RequestHead)
+            (h.method, h.target, h.content_length, h.framing, h.connection_tokens, h.keep_alive, h.plain,
+             h.conn_span, h.expect_continue, h.has_cookie) = e
+            m = True
+        else:
+            memo.hits += 1
             m = None
         if m is not None:
-            h = _new_request_head(RequestHead)
-            h.method, h.target, conn, cookie, length, expect, _ = m.groups()  # the last one: Host
             h.version = "HTTP/1.1"
             h._headers = None
-            if length is None:
-                h.content_length = 0
-                h.framing = _NONE
-            else:
-                n = h.content_length = int(length)
-                h.framing = _LENGTH if n else _NONE
-            if conn is None:
-                h.connection_tokens = _NO_TOKENS
-                h.keep_alive = h.plain = True
-                h.conn_span = None
-            else:
-                h.conn_span = m.span(3)
-                tokens = TOKENS_CACHE.get(conn)
-                if tokens is None:
-                    tokens = connection_tokens([conn])
-                h.connection_tokens = tokens
-                h.keep_alive = "close" not in tokens
-                h.plain = bool(tokens)  # an empty Connection field is removed, not forwarded
-            h.expect_continue = expect is not None and expect.rstrip(" \t").lower() == "100-continue"
             h.raw_len = end + 4
             h.normalised = False
-            h.has_cookie = cookie is not None
             h._text = text
             return h
         if buf[0] != 13:  # no empty line before the request line: ``text`` is the whole head
             return _parse_request_text(text, 0, end, max_headers)
     return _parse_request_full(buf, limit, max_headers)
+
+
+# Heads seen before, remembered. The fast paths' verdict on a head depends on its bytes alone, and the same
+# heads often come again: a server answers a page or a file with the same head until its Date field moves (once a
+# second), a client polls the same URL, a benchmark repeats one request. Matching a head costs ~20-30
+# instructions per byte (~13 k for a 155-byte nginx response head); looking its bytes up in a dict ~1 k. An
+# entry holds what the fast path reads from the match, or False when the head is not the fast path's (the full
+# parser then decides, every time: nothing but "not common" is remembered of an unusual or invalid head).
+# Where heads do not come again (every request its own URL and cookies, every response its own length), a
+# miss costs the lookup and the store on top of the match: the memo judges itself over windows of MEMO_WINDOW
+# new heads and stops (lookups included) when fewer than half of its lookups found their head, then tries
+# again after MEMO_PAUSE heads read without it. Bounded: heads longer than MEMO_HEAD_MAX are not kept, and a
+# memo that reaches MEMO_ENTRIES entries is emptied (evicting one by one would cost a frame per store; heads that
+# come back refill it at once).
+MEMO_ENTRIES = 512
+MEMO_HEAD_MAX = 2048
+MEMO_WINDOW = 512
+MEMO_PAUSE = 16 * MEMO_WINDOW
+
+
+class HeadMemo:
+    """One memo (requests or responses). Its users, where the head is read (no frame on a hit or while off),
+    look up ``entries`` while ``on``, count ``hits``, call ``note`` for a head not found, and while off count
+    ``paused`` down and call ``resume`` at 0."""
+
+    __slots__ = ("entries", "on", "hits", "misses", "paused")
+
+    def __init__(self) -> None:
+        self.entries: dict[Any, Any] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Empty and on, at the start of a window."""
+        self.entries.clear()
+        self.on = True
+        self.hits = 0  # lookups that found their head, in this window
+        self.misses = 0  # heads looked up and not found, in this window
+        self.paused = 0  # heads still to read without the memo before it tries again
+
+    def note(self, key: Any, entry: Any) -> None:
+        """A head looked up and not found (the memo is on): ``entry`` is the fast path's reading of it."""
+        self.misses += 1
+        entries = self.entries
+        if self.misses >= MEMO_WINDOW:
+            if self.hits < self.misses:  # most heads were new: the lookups cost more than they saved
+                self.on = False
+                self.paused = MEMO_PAUSE  # counted down by the users, which call `resume` at 0
+                entries.clear()
+                return
+            self.hits = self.misses = 0
+        if len(key) <= MEMO_HEAD_MAX:
+            if len(entries) >= MEMO_ENTRIES:
+                entries.clear()
+            entries[key] = entry
+
+    def resume(self) -> None:
+        """MEMO_PAUSE heads were read without the memo: try it again for a window."""
+        self.on = True
+        self.hits = self.misses = 0
+
+
+# request head text up to the CRLF of its last field line ->
+# (method, target, content_length, framing, connection_tokens, keep_alive, plain, conn_span, expect_continue,
+#  has_cookie), the RequestHead fields the fast path fills from its match
+REQUEST_MEMO = HeadMemo()
+# response head bytes before its CRLFCRLF -> (status, raw_len, content_length, conn_start, conn_end, keep_alive,
+# has Set-Cookie), what the proxy's response fast path reads from the match (proxy/response.py `_fast_response`;
+# `conn_start:conn_end` is the Connection field line from the CRLF before it to the CR after it, -1 without one)
+RESPONSE_MEMO = HeadMemo()
 
 
 def _parse_request_full(buf: bytes | bytearray, limit: int, max_headers: int) -> RequestHead | None:

@@ -32,7 +32,7 @@ from balancier.http1 import (
     parse_response_head,
     strip_hop_by_hop,
 )
-from balancier.http1.heads import COMMON_STATUS, match_common_response
+from balancier.http1.heads import COMMON_STATUS, RESPONSE_MEMO, match_common_response
 from balancier.proxy.serverside import (
     ACTIVE,
     IDEMPOTENT,
@@ -166,24 +166,53 @@ class ResponseSide:
         """The common final response (see `scan_response_head`) forwarded with the least work: the validated head
         goes out as received, with only `Connection` changed for a client that will close, head and body in one
         write. False when the full path must handle it (nothing was done then)."""
-        # scan_response_head written out (the same match, its groups read the same way): one call less per
-        # response, and the match gives where the Connection value starts
-        try:
-            m = match_common_response(data, 0, self.rt.bufsize)
-        except SystemError:  # see heads._REQ_FAST_RE
+        # scan_response_head written out (the same match, its groups read the same way), with the memo of heads
+        # seen before (see heads.HeadMemo: used the same way as in heads.parse_request_head)
+        memo = RESPONSE_MEMO
+        key = None
+        if memo.on:
+            end = data.find(b"\r\n\r\n", 0, self.rt.bufsize)
+            if end < 0:
+                return False
+            key = data[:end]
+            e = memo.entries.get(key)
+        else:
+            e = None
+            memo.paused -= 1
+            if not memo.paused:
+                memo.resume()
+        if e is None:
+            try:
+                m = match_common_response(data, 0, self.rt.bufsize)
+            except SystemError:  # see heads._REQ_FAST_RE
+                m = None
+            if m is None:
+                if key is not None:
+                    memo.note(key, False)
+                return False
+            status, length, conn, close, set_cookie = m.groups()
+            status = COMMON_STATUS[status]
+            rlen = m.end()
+            left = int(length)
+            srv_ka = close is None
+            set_cookie = set_cookie is not None
+            # the Connection field line, from the CRLF before it to the CR after it: group 3 is its value with OWS,
+            # after the 11 bytes "connection:" (see heads._RESP_FAST_RE)
+            c0, c1 = (-1, -1) if conn is None else (m.start(3) - 13, m.end(3))
+            if key is not None:
+                memo.note(key, (status, rlen, left, c0, c1, srv_ka, set_cookie))
+        elif e:
+            memo.hits += 1
+            status, rlen, left, c0, c1, srv_ka, set_cookie = e
+        else:
+            memo.hits += 1
             return False
-        if m is None:
-            return False
-        status, length, conn, close, set_cookie = m.groups()
         if self.pers is not None:  # (insert mode never comes here: stream.py clears fast_resp)
-            if set_cookie is not None:
+            if set_cookie:
                 return False  # the server's cookie may have to be rewritten: full path
             self.ck_resp = self.ck_none
-        rlen = m.end()
-        left = int(length)
-        srv_ka = close is None
         self.t_resp = self.s_last
-        self.status = COMMON_STATUS[status]
+        self.status = status
         self.resp_started = True
         self.resp_ka = srv_ka
         n = len(data) - rlen
@@ -194,11 +223,7 @@ class ResponseSide:
             # the server's Connection field (if any) already says what we do; HTTP/1.1 keeps alive without one
             out = data if not junk else data[:rlen + left]
         else:
-            if conn is not None:
-                # the field line, from the CRLF before it to the CR after it: group 3 is its value with OWS,
-                # after the 11 bytes "connection:" (see heads._RESP_FAST_RE)
-                c0 = m.start(3) - 13
-                c1 = m.end(3)
+            if c0 >= 0:  # the Connection field line, from the CRLF before it to the CR after it
                 head = data[:c0] + data[c1:rlen - 2]
             else:
                 head = data[:rlen - 2]

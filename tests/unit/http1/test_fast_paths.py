@@ -9,6 +9,7 @@ space before the colon, duplicates, smuggling shapes), and both paths are compar
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -308,3 +309,90 @@ def test_every_status_the_response_match_takes_has_its_int() -> None:
             assert n < 200 or n >= 600 or n in (204, 304)
         else:
             assert COMMON_STATUS[m.group(1)] == n == scan_response_head(buf, 16384)[0]  # type: ignore[index]
+
+
+# The memo of heads seen before (`heads.HeadMemo`): a remembered head reads exactly as it read the first time,
+# the memo stays bounded, and it stops looking heads up where they do not come again (then tries again later).
+
+@pytest.fixture(autouse=True)
+def fresh_memo() -> Iterator[None]:
+    heads.REQUEST_MEMO.reset()
+    yield
+    heads.REQUEST_MEMO.reset()
+
+
+def request(i: int, extra: bytes = b"") -> bytes:
+    return b"GET /%d HTTP/1.1\r\nHost: a.test\r\n%s\r\n" % (i, extra)
+
+
+def test_a_remembered_request_reads_as_the_first_time() -> None:
+    buf = b"POST /f?x=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\nCookie: a=b\r\nContent-Length: 3\r\n\r\nabc"
+    memo = heads.REQUEST_MEMO
+    first = outcome_request(buf, True)
+    text = buf[:buf.index(b"\r\n\r\n") + 2].decode("latin-1")
+    assert text in memo.entries and memo.misses == 1 and memo.hits == 0
+    again = outcome_request(buf, True)
+    assert memo.hits == 1
+    assert first == again == outcome_request(buf, False)
+    h = parse_request_head(buf)  # from the memo: the Connection value's span too
+    assert h is not None and h.conn_span is not None and buf[h.conn_span[0]:h.conn_span[1]] == b" close"
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(REQUEST_LINES), st.lists(st.sampled_from(FIELDS), max_size=6), st.binary(max_size=8))
+def test_every_head_reads_the_same_from_the_memo(start: bytes, fields: list[bytes], rest: bytes) -> None:
+    heads.REQUEST_MEMO.reset()
+    buf = head(start, fields) + rest
+    first = outcome_request(buf, True)
+    hits = heads.REQUEST_MEMO.hits
+    again = outcome_request(buf, True)  # found in the memo (as common, or as "not common": the full parser)
+    assert heads.REQUEST_MEMO.hits == hits + 1
+    assert first == again == outcome_request(buf, False)
+
+
+def test_an_invalid_head_is_refused_every_time() -> None:
+    buf = b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Ctl: a\x01b\r\n\r\n"
+    for _ in range(3):
+        with pytest.raises(HttpError) as e:
+            parse_request_head(buf)
+        assert e.value.status == 400
+    assert heads.REQUEST_MEMO.hits == 2  # remembered as "not common", so the full parser refused it each time
+
+
+def test_memo_stops_where_heads_do_not_come_again_and_tries_again_later() -> None:
+    memo = heads.REQUEST_MEMO
+    for i in range(heads.MEMO_WINDOW - 1):
+        parse_request_head(request(i))
+    assert memo.on and len(memo.entries) == heads.MEMO_WINDOW - 1
+    parse_request_head(request(heads.MEMO_WINDOW))  # a whole window of new heads, none found
+    assert not memo.on and not memo.entries
+    for i in range(heads.MEMO_PAUSE - 1):
+        h = parse_request_head(request(i))  # read by the fast path without the memo
+        assert h is not None and h.target == f"/{i}"
+    assert not memo.on and not memo.entries
+    parse_request_head(request(0))
+    assert memo.on and len(memo.entries) == 1  # the pause is over with this head: one more window
+    parse_request_head(request(0))
+    assert memo.hits == 1
+
+
+def test_memo_stays_on_where_heads_come_again() -> None:
+    memo = heads.REQUEST_MEMO
+    for i in range(4 * heads.MEMO_WINDOW):  # every head comes twice: half of the lookups find theirs
+        parse_request_head(request(i % 300))
+        parse_request_head(request(i % 300))
+    assert memo.on and memo.hits >= memo.misses
+
+
+def test_memo_is_bounded() -> None:
+    memo = heads.REQUEST_MEMO
+    for i in range(heads.MEMO_ENTRIES + 10):
+        for _ in range(3):  # found often enough to stay on
+            parse_request_head(request(i))
+        assert len(memo.entries) <= heads.MEMO_ENTRIES
+    assert memo.on and len(memo.entries) == 10  # emptied when full, then refilled
+    long = request(0, b"X-Long: " + b"a" * heads.MEMO_HEAD_MAX + b"\r\n")
+    for _ in range(2):
+        h = parse_request_head(long)
+        assert h is not None and h.get("x-long") == "a" * heads.MEMO_HEAD_MAX
+    assert len(memo.entries) == 10, "a head longer than MEMO_HEAD_MAX is not kept"

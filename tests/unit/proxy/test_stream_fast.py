@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from balancier.http1.heads import RESPONSE_MEMO
 from balancier.proxy.config import load
 from balancier.proxy.pool import ServerConn
 from balancier.proxy.runtime import Runtime
@@ -181,3 +182,35 @@ def test_every_request_starts_from_the_defaults(tmp_path: Path, loop: asyncio.Ab
     assert {"bytes_in", "resp", "rframer", "r_left", "direct"} <= changed, changed  # the slow paths ran
     assert s.nreq == len(exchanges)
     assert client.data.count(b"HTTP/1.1 200 OK") == len(exchanges)
+
+
+REQ_KA = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+REQ_CLOSE = b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+
+
+def test_a_remembered_response_head_is_forwarded_as_the_first_time(tmp_path: Path,
+                                                                   loop: asyncio.AbstractEventLoop) -> None:
+    """The response memo (heads.HeadMemo): a head's first reading (the match), its second (found in the memo) and
+    a reading with the memo off forward the same bytes and leave the connections in the same state, for every
+    pair of connection modes."""
+    memo = RESPONSE_MEMO
+    try:
+        for req in (REQ_KA, REQ_CLOSE):
+            for resp in (RESP_KA, RESP_PLAIN, RESP_CLOSE, RESP_KA + b"junk", RESP_PLAIN[:-2]):
+                seen = []
+                memo.reset()
+                for state in ("first", "found", "off"):
+                    if state == "off":
+                        memo.on, memo.paused = False, 10
+                    hits = memo.hits
+                    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+                    to_srv, to_cli, s = exchange(rt, route, conn, req, resp)
+                    if resp == RESP_PLAIN[:-2]:  # the rest of the body comes later
+                        conn.data_received(RESP_PLAIN[-2:])
+                        to_cli = s.transport.data
+                    assert memo.hits == hits + (state == "found")
+                    seen.append((to_srv, to_cli, s.transport.closing, s.nreq, rt.pool.get(conn.server) is conn))
+                assert seen[0] == seen[1] == seen[2], (req, resp)
+                assert seen[0][1].endswith(BODY)
+    finally:
+        memo.reset()
