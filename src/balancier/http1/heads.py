@@ -286,6 +286,7 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
                 m = _req_fast_match(text)
             except SystemError:  # see _REQ_FAST_RE (a try costs nothing in Python 3.11 until it catches)
                 m = None
+            common = m is not None
             if m is not None:
                 h = _new_request_head(RequestHead)
                 h.method, h.target, conn, cookie, length, expect, _ = m.groups()  # the last one: Host
@@ -319,11 +320,11 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
             h = _new_request_head(RequestHead)
             (h.method, h.target, h.content_length, h.framing, h.connection_tokens, h.keep_alive, h.plain,
              h.conn_span, h.expect_continue, h.has_cookie) = e
-            m = True
+            common = True
         else:
             memo.hits += 1
-            m = None
-        if m is not None:
+            common = False
+        if common:
             h.version = "HTTP/1.1"
             h._headers = None
             h.raw_len = end + 4

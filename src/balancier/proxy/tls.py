@@ -217,9 +217,31 @@ def load_certificate(path: str, settings: BindSettings) -> Certificate:
     return Certificate(path=path, names=names, context=ctx)
 
 
+class DirectSSLObject(ssl.SSLObject):
+    """``ssl.SSLObject`` whose ``read``, ``write`` and ``pending`` are the underlying C object's own methods.
+
+    uvloop's TLS layer binds these three once per connection and calls them for every record; ``ssl.py``'s
+    versions only pass their arguments on (``read(len, buffer)`` positionally, as the C method takes them), at
+    the cost of a Python frame each, about three per request. The contexts balancier makes (listeners,
+    certificates, servers) create these objects (``SSLContext.sslobject_class``). Where the standard library
+    builds the object differently (``_create`` is its constructor in every version we run on), the object
+    keeps the wrappers: the same behaviour, the frames back."""
+
+    @classmethod
+    def _create(cls, *args: Any, **kwargs: Any) -> DirectSSLObject:
+        self = super()._create(*args, **kwargs)  # type: ignore[misc]
+        c = getattr(self, "_sslobj", None)
+        if c is not None:
+            self.read = c.read  # type: ignore[method-assign]
+            self.write = c.write  # type: ignore[method-assign]
+            self.pending = c.pending  # type: ignore[method-assign]
+        return self  # type: ignore[no-any-return]
+
+
 def new_server_context(settings: BindSettings) -> ssl.SSLContext:
     """A context for the listening side, without a certificate yet."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.sslobject_class = DirectSSLObject
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     _apply_versions(ctx, settings.min_ver, settings.max_ver)
     if settings.ciphers is not None:
@@ -296,6 +318,7 @@ class ServerSettings:
 def server_context(settings: ServerSettings) -> ssl.SSLContext:
     """The client context used to talk TLS to a server (and to check it). Raises TlsError."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.sslobject_class = DirectSSLObject
     ctx.minimum_version = VERSIONS[DEFAULT_MIN_VERSION]
     if settings.verify == "none":
         ctx.check_hostname = False

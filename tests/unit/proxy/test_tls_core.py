@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -12,10 +13,12 @@ from balancier.proxy import httprules
 from balancier.proxy.config.model import HttpRule
 from balancier.proxy.tls import (
     BindSettings,
+    DirectSSLObject,
     ServerSettings,
     host_without_port,
     load_bind,
     name_matches,
+    server_context,
     sni_for,
     split_pem,
 )
@@ -162,3 +165,50 @@ def test_rules_for_route() -> None:
     assert httprules.rules_for((), (), True) is None
     assert httprules.rules_for((XFP,), (REDIRECT,), True) == (XFP,)
     assert httprules.rules_for((XFP,), (REDIRECT,), False) == (XFP, REDIRECT)
+
+
+def _pump(src: ssl.MemoryBIO, dst: ssl.MemoryBIO) -> None:
+    data = src.read()
+    if data:
+        dst.write(data)
+
+
+@pytest.mark.parametrize("sni", ["a.test", "x.w.test"])
+def test_direct_ssl_objects_speak_tls_as_the_standard_ones(tmp_path: Path, sni: str) -> None:
+    """The listener's and the servers' contexts make `DirectSSLObject`s (read/write/pending are the C object's
+    methods, no ssl.py frame): a handshake with SNI (the callback swaps the context) and records both ways, read
+    with and without a buffer, as uvloop's TLS layer calls them."""
+    ca = trustme.CA()
+    crts = (_write(ca, tmp_path, "1.pem", "a.test"), _write(ca, tmp_path, "2.pem", "*.w.test"))
+    tls = load_bind(BindSettings(crts=crts))
+    client_ctx = server_context(ServerSettings(verify="none"))
+    ca.configure_trust(client_ctx)
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    server = tls.context.wrap_bio(s_in, s_out, server_side=True)
+    client = client_ctx.wrap_bio(c_in, c_out, server_hostname=sni)
+    for obj in (server, client):
+        assert isinstance(obj, DirectSSLObject)
+        assert obj.read.__self__ is obj._sslobj and obj.write.__self__ is obj._sslobj  # type: ignore[attr-defined]
+        assert obj.pending.__self__ is obj._sslobj  # type: ignore[attr-defined]
+    for _ in range(10):
+        for obj in (client, server):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+        _pump(c_out, s_in)
+        _pump(s_out, c_in)
+    assert server.context is tls.store.lookup(sni).context  # type: ignore[union-attr]
+    leaf = ssl.DER_cert_to_PEM_cert(client.getpeercert(binary_form=True))  # type: ignore[arg-type]
+    assert leaf.strip() in Path(crts[1] if sni.endswith("w.test") else crts[0]).read_text()
+    assert client.write(b"GET / HTTP/1.1\r\n\r\n") == 18
+    _pump(c_out, s_in)
+    assert server.read(5) == b"GET /"
+    assert server.pending() == 13
+    buf = bytearray(64)
+    assert server.read(64, buf) == 13 and bytes(buf[:13]) == b" HTTP/1.1\r\n\r\n"
+    with pytest.raises(ssl.SSLWantReadError):
+        server.read(64)
+    server.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    _pump(s_out, c_in)
+    assert client.read(1024) == b"HTTP/1.1 200 OK\r\n\r\n"
