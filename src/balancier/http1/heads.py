@@ -36,6 +36,9 @@ Rules (RFC 9112, RFC 9110; HAProxy's status codes):
   field). Each accepts only heads the full parser accepts, with the same result; on anything else the full
   parser runs and gives the verdict and the error. A request head the fast path did not take has ``plain``
   False (the caller then looks at its fields); one it took keeps where its Connection field is (``conn_span``).
+- Heads seen before are not matched again: the fast paths' reading of a head depends on its bytes alone, so it
+  is remembered (HeadMemo: REQUEST_MEMO here, RESPONSE_MEMO in the proxy's response fast path), bounded, and
+  switched off where heads do not come again.
 - Values are stored with surrounding OWS removed, names as received. ``normalised`` tells the caller when the
   raw bytes must not be forwarded as received (see the field); serialising from the parsed form is what makes
   ``Transfer-Encoding:\\tchunked`` reach the server as plain ``chunked``.
