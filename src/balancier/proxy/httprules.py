@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from balancier.http1 import Framing, RequestHead, build_request_head, parse_request_head
@@ -151,11 +151,13 @@ class Plan:
     """What a connection's rules do to every request, when that is only appending fields: the `set-header` rules
     that apply (their condition is the connection's ssl_fc), none of them naming a field the parser derives
     something from or the forwardfor header. ``lines``: their field lines, in order; ``fields``: the same as
-    (name, value); ``present``: finds any of their names as a field of a head."""
+    (name, value); ``present``: finds any of their names as a field of a head; ``verdicts``: `appends`'s answers
+    for the heads the parser's fast path read, by their text (see `appends`)."""
 
     lines: bytes
     fields: tuple[tuple[str, str], ...]
     present: Callable[[bytes, int, int], Any]
+    verdicts: dict[tuple[str, int], bool] = field(default_factory=dict, compare=False, repr=False)
 
 
 NO_PLAN: Any = object()  # the rules must run on every request (a redirect applies, or an edit is not an append)
@@ -189,9 +191,29 @@ def plan_for(rules: Sequence[HttpRule], ssl_fc: bool, xff_header: str) -> Any:
 def appends(plan: Plan, head: RequestHead, raw: bytes, limit: int) -> bool:
     """Whether the rules' whole effect on this request is appending the plan's lines to its fields: the head was
     not normalised, none of the fields is in it, and the result stays within what `evaluate` accepts (size and
-    field count), else `evaluate` must run and give its own result or error."""
+    field count), else `evaluate` must run and give its own result or error.
+
+    For a head the parser's fast path read, the answer depends on its text and ``limit`` alone (``raw`` starts
+    with that text and its CRLF): it is remembered in the plan, so a head that comes again costs a lookup (the
+    text's hash is already known from the parser's memo), not a search (bounded: 256 heads per plan, then
+    emptied)."""
     if head.normalised:
         return False
+    text = head._text
+    if not text:
+        return _appends(plan, head, raw, limit)
+    verdicts = plan.verdicts
+    key = (text, limit)
+    v = verdicts.get(key)
+    if v is None:
+        v = _appends(plan, head, raw, limit)
+        if len(verdicts) >= 256:
+            verdicts.clear()
+        verdicts[key] = v
+    return v
+
+
+def _appends(plan: Plan, head: RequestHead, raw: bytes, limit: int) -> bool:
     rlen = head.raw_len
     if plan.present(raw, 0, rlen) is not None:
         return False

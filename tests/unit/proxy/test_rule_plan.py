@@ -94,16 +94,22 @@ def test_a_plan_gives_way_to_the_rules_near_the_limits(tmp_path: Path, loop: asy
     assert isinstance(plan, httprules.Plan)
     fields = b"".join(b"X-F%d: v\r\n" % i for i in range(MAX_HEADERS - 1))
     full = b"GET / HTTP/1.1\r\nHost: h\r\n" + fields + b"\r\n"  # MAX_HEADERS fields: one more is an error
-    head = parse_request_head(full, 16384)
-    assert head is not None and not httprules.appends(plan, head, full, 16384)
     small = b"GET / HTTP/1.1\r\nHost: h\r\n" + fields[:200] + b"\r\n"
-    head = parse_request_head(small, 16384)
-    assert head is not None and httprules.appends(plan, head, small, 16384)
     big = b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 16300 + b"\r\n\r\n"
-    head = parse_request_head(big, 16384)
-    assert head is not None
-    edge = head.raw_len + len(plan.lines) - httprules.MAX_REWRITE  # the smallest limit the edited head fits in
-    assert httprules.appends(plan, head, big, edge) and not httprules.appends(plan, head, big, edge - 1)
+    present = b"GET / HTTP/1.1\r\nx-forwarded-PROTO: http\r\nHost: h\r\n\r\n"
+    plan.verdicts.clear()
+    for _ in range(2):  # the second time, every answer comes from the plan's verdicts (per head text and limit)
+        head = parse_request_head(full, 16384)
+        assert head is not None and not httprules.appends(plan, head, full, 16384)
+        head = parse_request_head(small, 16384)
+        assert head is not None and httprules.appends(plan, head, small, 16384)
+        head = parse_request_head(big, 16384)
+        assert head is not None
+        edge = head.raw_len + len(plan.lines) - httprules.MAX_REWRITE  # the smallest limit the edited head fits
+        assert httprules.appends(plan, head, big, edge) and not httprules.appends(plan, head, big, edge - 1)
+        head = parse_request_head(present, 16384)
+        assert head is not None and not httprules.appends(plan, head, present, 16384)  # the field is there
+    assert len(plan.verdicts) == 5
 
 
 def httprules_rule() -> object:
