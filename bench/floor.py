@@ -13,6 +13,10 @@ proxy on uvloop pays:
   proxy does per request when every request costs a client and a server connection (`option httpclose`).
 - `floor` in mode `ka`: keep-alive on both sides, one server connection per client connection made at accept,
   bytes relayed both ways untouched (one request in flight at a time, as wrk sends them).
+- `raw` (mode `httpclose` only): the same work as `floor` in that mode without an event-loop library: raw
+  sockets and `select.epoll` in a plain Python loop (accepted descriptors read and written with `os.read` and
+  `os.write`, server sockets created non-blocking, closed descriptors leave the epoll set by themselves). It
+  shows what leaving uvloop's transports would give a connection-per-request mode.
 
 The same configuration (one `frontend`/`backend`, one nginx server, `option httpclose` in mode httpclose,
 `http-reuse always` in mode ka) runs through HAProxy (`nbthread 1`) and `balancier proxy`; the three targets
@@ -21,7 +25,8 @@ are measured A B C A B C with wrk (`-t1 -c50`), CPU µs per request from /proc (
     python3 bench/floor.py                        # both modes, 3 rounds, 8 s each (~3 min)
     python3 bench/floor.py --modes httpclose --rounds 5
 
-The floor proxy itself is this file run with `--serve PORT BACKEND_PORT MODE`.
+The floor proxies themselves are this file run with `--serve PORT BACKEND_PORT MODE` and `--serve-raw PORT
+BACKEND_PORT`.
 """
 
 from __future__ import annotations
@@ -40,8 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run as base  # noqa: E402
 
 BACKEND_PORT = 9411
-PORTS = {"haproxy": 8901, "floor": 8902, "balancier": 8903}  # in mode httpclose; +10 in mode ka
+PORTS = {"haproxy": 8901, "floor": 8902, "raw": 8904, "balancier": 8903}  # in mode httpclose; +10 in mode ka
 MODES = ("httpclose", "ka")
+
+
+def targets_of(mode: str) -> list[str]:
+    return [t for t in PORTS if t != "raw" or mode == "httpclose"]
 
 
 def port(target: str, mode: str) -> int:
@@ -137,6 +146,82 @@ def serve(port: int, backend: int, mode: str) -> None:
     loop.run_forever()
 
 
+def serve_raw(port: int, backend: int) -> None:
+    """`floor`'s httpclose work on raw sockets and epoll, no event-loop library (see the module's docstring)."""
+    import _socket
+    import os
+    import select
+    import socket
+
+    back = ("127.0.0.1", backend)
+    ep = select.epoll()
+    listener = socket.create_server(("127.0.0.1", port), backlog=4096)
+    listener.setblocking(False)
+    lfd = listener.fileno()
+    accept = listener._accept  # (fd, address): no socket object for the client
+    handlers: dict[int, Any] = {}
+    bufs: dict[int, bytes] = {}
+    new_server = _socket.socket
+    server_type = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+    EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT  # noqa: N806
+
+    def on_accept(_fd: int) -> None:
+        while True:
+            try:
+                fd, _ = accept()
+            except BlockingIOError:
+                return
+            bufs[fd] = b""
+            handlers[fd] = on_client
+            ep.register(fd, EPOLLIN)
+
+    def on_client(fd: int) -> None:
+        data = os.read(fd, 65536)
+        if not data:
+            del handlers[fd], bufs[fd]
+            os.close(fd)
+            return
+        buf = bufs[fd] + data
+        if not buf.endswith(b"\r\n\r\n"):
+            bufs[fd] = buf
+            return
+        del bufs[fd]
+        handlers[fd] = ignore  # the client says nothing more until its response
+        s = new_server(socket.AF_INET, server_type)
+        s.connect_ex(back)
+        sfd = s.fileno()
+        request = buf[:-2] + b"Connection: close\r\n\r\n"
+
+        def on_connected(_sfd: int) -> None:
+            s.send(request)
+            handlers[sfd] = on_response
+            ep.modify(sfd, EPOLLIN)
+
+        def on_response(_sfd: int) -> None:
+            data = s.recv(65536)
+            if data:
+                os.write(fd, data)
+                return
+            del handlers[sfd], handlers[fd]
+            s.close()
+            os.close(fd)
+
+        handlers[sfd] = on_connected
+        ep.register(sfd, EPOLLOUT)
+
+    def ignore(_fd: int) -> None:
+        pass
+
+    handlers[lfd] = on_accept
+    ep.register(lfd, EPOLLIN)
+    poll = ep.poll
+    while True:
+        for fd, _ in poll():
+            h = handlers.get(fd)
+            if h is not None:
+                h(fd)
+
+
 # ---- the comparison -----------------------------------------------------------------------------------------------
 def config(port: int, mode: str) -> str:
     extra = "    option httpclose\n" if mode == "httpclose" else "    http-reuse always\n"
@@ -149,6 +234,8 @@ def config(port: int, mode: str) -> str:
 def command(target: str, mode: str, work: Path) -> list[str]:
     if target == "floor":
         return [sys.executable, __file__, "--serve", str(port(target, mode)), str(BACKEND_PORT), mode]
+    if target == "raw":
+        return [sys.executable, __file__, "--serve-raw", str(port(target, mode)), str(BACKEND_PORT)]
     cfg = work / f"{target}-{mode}.cfg"
     cfg.write_text(config(port(target, mode), mode))
     return base.proxy_command(target, cfg)
@@ -157,6 +244,7 @@ def command(target: str, mode: str, work: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--serve", nargs=3, metavar=("PORT", "BACKEND_PORT", "MODE"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve-raw", nargs=2, metavar=("PORT", "BACKEND_PORT"), help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--conns", type=int, default=50)
@@ -166,12 +254,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(int(args.serve[0]), int(args.serve[1]), args.serve[2])
         return 0
+    if args.serve_raw:
+        serve_raw(int(args.serve_raw[0]), int(args.serve_raw[1]))
+        return 0
     modes = [m for m in args.modes.split(",") if m]
     for m in modes:
         if m not in MODES:
             ap.error(f"unknown mode {m!r} (known: {', '.join(MODES)})")
     base.ensure_tools(["nginx", "haproxy", "wrk"])
-    targets = list(PORTS)
     rows: list[dict[str, object]] = []
     procs = base.Procs()
     with tempfile.TemporaryDirectory(prefix="balancier-floor-") as tmp:
@@ -183,14 +273,14 @@ def main(argv: list[str] | None = None) -> int:
             base.wait_listening(BACKEND_PORT, ng, "nginx")
             started = {}  # every target in every mode, started once (bench/run.py does the same)
             for mode in modes:
-                for target in targets:
+                for target in targets_of(mode):
                     p = procs.start(target, command(target, mode, work), work / f"{target}-{mode}.log")
                     base.wait_listening(port(target, mode), p, target)
                     base.check_target(port(target, mode))
                     started[target, mode] = p
             for rnd in range(args.rounds):
                 for mode in modes:
-                    for target in targets:
+                    for target in targets_of(mode):
                         p = started[target, mode]
                         res, cpu, _ = base.run_wrk(port(target, mode), args.conns, args.duration, [], p.pid)
                         n = int(res["requests"])  # type: ignore[call-overload]
@@ -207,9 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     for mode in modes:
         med = {t: (statistics.median(float(r["rps"]) for r in rows if r["mode"] == mode and r["target"] == t),  # type: ignore[arg-type]
                    statistics.median(float(r["cpu_us_per_req"]) for r in rows if r["mode"] == mode and r["target"] == t))  # type: ignore[arg-type]
-               for t in targets}
+               for t in targets_of(mode)}
         ref_rps, ref_cpu = med["haproxy"]
-        for t in targets:
+        for t in targets_of(mode):
             rps, cpu = med[t]
             print(f"{mode:9} {t:9} {rps:8.0f} {cpu:7.1f}  {rps / ref_rps:15.2f}x  {cpu / ref_cpu:13.2f}x")
             summary[f"{mode}/{t}"] = {"rps": rps, "cpu_us_per_req": cpu,
