@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from balancier.http1 import Framing, RequestHead, build_request_head, parse_request_head
-from balancier.http1.heads import MAX_HEADERS
+from balancier.http1.heads import MAX_HEADERS, MEMO_HEAD_MAX
 from balancier.proxy.config.model import HttpRule
 
 REASONS = {301: "Moved Permanently", 302: "Found", 303: "See Other", 307: "Temporary Redirect",
@@ -195,12 +195,12 @@ def appends(plan: Plan, head: RequestHead, raw: bytes, limit: int) -> bool:
 
     For a head the parser's fast path read, the answer depends on its text and ``limit`` alone (``raw`` starts
     with that text and its CRLF): it is remembered in the plan, so a head that comes again costs a lookup (the
-    text's hash is already known from the parser's memo), not a search (bounded: 256 heads per plan, then
-    emptied)."""
+    text's hash is already known from the parser's memo), not a search (bounded as the parser's memo: heads up
+    to MEMO_HEAD_MAX, 256 per plan, then emptied)."""
     if head.normalised:
         return False
     text = head._text
-    if not text:
+    if not text or len(text) > MEMO_HEAD_MAX:
         return _appends(plan, head, raw, limit)
     verdicts = plan.verdicts
     key = (text, limit)
