@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from support.backends import free_port
+
 SECRET = "admin-integration-secret"
 ADMIN_TOKEN = "admin-token-0123456789"
 READ_TOKEN = "read-token-0123456789"
@@ -50,6 +52,8 @@ esac
 
 
 def free_ports(n: int, kind: int, host: str = "127.0.0.1") -> list[int]:
+    if kind == socket.SOCK_STREAM:  # distinct from every TCP port handed out to the test process (free_port)
+        return [free_port(host) for _ in range(n)]
     socks = []
     try:
         for _ in range(n):

@@ -34,12 +34,24 @@ def is_health_check(r: RequestRecord) -> bool:
             and r.header("X-Forwarded-For") is None)
 
 
+_HANDED_OUT: set[int] = set()  # TCP ports free_port gave in this test process
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now (bind to 0, read it back, release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that is free on `host` right now (bind to 0, read it back, release it), and not one this process
+    was given before: the kernel hands a released port out again, so two calls could otherwise give a test the
+    same port for two listeners (a proxy's bind and a cluster node's API, seen once)."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            if len(_HANDED_OUT) >= 8192:  # a long run: forget the oldest ones' test (long stopped)
+                _HANDED_OUT.clear()
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError("no TCP port left that this test process was not given before")
 
 
 class Backend:
