@@ -281,9 +281,7 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
             e = memo.entries.get(text)
         else:
             e = None
-            memo.paused -= 1
-            if not memo.paused:
-                memo.resume()
+            memo.skip()
         if e is None:
             try:
                 m = _req_fast_match(text)
@@ -358,9 +356,9 @@ MEMO_PAUSE = 16 * MEMO_WINDOW
 
 
 class HeadMemo:
-    """One memo (requests or responses). Its users, where the head is read (no frame on a hit or while off),
-    look up ``entries`` while ``on``, count ``hits``, call ``note`` for a head not found, and while off count
-    ``paused`` down and call ``resume`` at 0."""
+    """One memo (requests or responses). Its users, where the head is read (no frame on a hit), look up
+    ``entries`` while ``on``, count ``hits``, call ``note`` for a head not found, and ``skip`` for a head read
+    while off."""
 
     __slots__ = ("entries", "on", "hits", "misses", "paused")
 
@@ -383,7 +381,7 @@ class HeadMemo:
         if self.misses >= MEMO_WINDOW:
             if self.hits < self.misses:  # most heads were new: the lookups cost more than they saved
                 self.on = False
-                self.paused = MEMO_PAUSE  # counted down by the users, which call `resume` at 0
+                self.paused = MEMO_PAUSE  # counted down by `skip`
                 entries.clear()
                 return
             self.hits = self.misses = 0
@@ -392,10 +390,12 @@ class HeadMemo:
                 entries.clear()
             entries[key] = entry
 
-    def resume(self) -> None:
-        """MEMO_PAUSE heads were read without the memo: try it again for a window."""
-        self.on = True
-        self.hits = self.misses = 0
+    def skip(self) -> None:
+        """A head read without the memo (it is off); after MEMO_PAUSE of them, try it again for a window."""
+        self.paused -= 1
+        if not self.paused:
+            self.on = True
+            self.hits = self.misses = 0
 
 
 # request head text up to the CRLF of its last field line ->

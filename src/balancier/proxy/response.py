@@ -178,9 +178,7 @@ class ResponseSide:
             e = memo.entries.get(key)
         else:
             e = None
-            memo.paused -= 1
-            if not memo.paused:
-                memo.resume()
+            memo.skip()
         if e is None:
             try:
                 m = match_common_response(data, 0, self.rt.bufsize)
