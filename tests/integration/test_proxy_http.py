@@ -271,15 +271,41 @@ def test_http_server_close_keeps_client_connection(proxy_factory, backend_factor
     assert all((rec.header("Connection") or "").lower() == "close" for rec in recs)
 
 
-def test_strongest_connection_mode_wins(proxy_factory, backend_factory) -> None:
+MODE_CASES = [  # (frontend option, backend option, the client connection closes after the response)
+    ("httpclose", "", True),
+    ("", "httpclose", False),  # the backend's httpclose closes the server side only
+    ("httpclose", "httpclose", True),
+    ("http-server-close", "", False),
+    ("", "http-server-close", False),
+    ("httpclose", "http-server-close", True),
+    ("http-keep-alive", "httpclose", False),
+]
+
+
+@pytest.mark.parametrize("impl", ["balancier", "haproxy"])
+@pytest.mark.parametrize(("fe_opt", "be_opt", "client_closes"), MODE_CASES)
+def test_connection_mode_of_frontend_and_backend(proxy_factory, backend_factory, impl: str, fe_opt: str,
+                                                 be_opt: str, client_closes: bool) -> None:
+    """Observed on HAProxy 2.6: the server side closes after each response when either section says
+    httpclose or http-server-close; the client side only when the frontend says httpclose. Run against
+    haproxy too, so the table is the real one."""
     b = backend_factory("web")
     port = free_port()
+    fe_line = f"    option {fe_opt}\n" if fe_opt else ""
+    be_line = f"    option {be_opt}\n" if be_opt else ""
     proxy_factory(_cfg(
-        f"frontend fe\n    bind 127.0.0.1:{port}\n    option http-keep-alive\n    default_backend be\n"
-        f"backend be\n    option httpclose\n    server s {b.address}\n"))
+        f"frontend fe\n    bind 127.0.0.1:{port}\n{fe_line}    default_backend be\n"
+        f"backend be\n{be_line}    server s {b.address}\n"), impl=impl)
     with RawConnection("127.0.0.1", port) as c:
         r = c.request(build_request("GET", "/"))
-        assert r.wants_close() and c.is_closed(wait=2.0)
+        assert r.status == 200
+        assert r.wants_close() is client_closes
+        assert c.is_closed(wait=0.5) is client_closes
+        if not client_closes:
+            assert c.request(build_request("GET", "/")).status == 200
+    recs = b.requests()
+    assert len({rec.conn_id for rec in recs}) == len(recs)  # a server connection per request
+    assert all((rec.header("Connection") or "").lower() == "close" for rec in recs)
 
 
 def test_http10_client_keepalive_only_when_asked(proxy_factory, backend_factory) -> None:

@@ -266,7 +266,7 @@ def evaluate(rules: Sequence[HttpRule], ssl_fc: bool, head: RequestHead, raw: by
 def run(stream: Any, rules: Sequence[HttpRule], head: RequestHead) -> RequestHead | None:
     """The stream's hook (stream.py `_on_head_bytes`): the head to go on with, or None when a rule answered."""
     rt = stream.rt
-    keep = head.keep_alive and stream.route.conn_mode != "clo" and not rt.stopping
+    keep = head.keep_alive and not stream.route.client_close and not rt.stopping
     out = evaluate(rules, stream.ssl_fc, head, stream.buf, keep, rt.bufsize)
     if out is None:
         return head

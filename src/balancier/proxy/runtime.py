@@ -151,7 +151,11 @@ class Route:
         self.stats: Any = None  # statsapplet.RouteStats when this route serves the stats page or the exporter
         fc, bc = fe.cfg, be.cfg
         self.mode = bc.mode
+        # the server side closes after each response with the stronger mode of both sections (SCL, CLO); the
+        # client side only when the frontend itself says httpclose: HAProxy 2.6 keeps the client connection of a
+        # KAL frontend alive when only its backend says httpclose (observed: no `Connection: close`, no close)
         self.conn_mode = max(fc.http_conn_mode, bc.http_conn_mode, key=_MODE_RANK.__getitem__)
+        self.client_close = fc.http_conn_mode == "clo"
         self.reuse = bc.http_reuse
         self.retries = bc.retries
         self.redispatch = bc.redispatch

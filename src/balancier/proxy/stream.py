@@ -9,7 +9,9 @@ Rules (HAProxy §7-§13):
   proxy never answers 100 itself, so a server that refuses the body can do so before the client sends it.
 - Headers: hop-by-hop ones are removed (`strip_hop_by_hop`); `option forwardfor` appends its header last; the
   connection mode (KAL/SCL/CLO, the stronger of frontend and backend) adds `Connection: close` towards the server
-  (SCL, CLO) and towards the client whenever the client connection will close after the response. HTTP/1.0
+  (SCL, CLO) and towards the client whenever the client connection will close after the response. The client
+  connection closes after each response only when the frontend says httpclose (HAProxy 2.6 observed: a backend's
+  httpclose closes the server side only, as http-server-close does). HTTP/1.0
   clients keep the connection only when they asked for it. Header names are forwarded as received (1.4 style).
   When the head needs no other change (no persistence cookie to rewrite, nothing normalised by the parser, no
   hop-by-hop field other than `Connection: close|keep-alive`), the validated bytes go out as received with the
@@ -65,7 +67,6 @@ from balancier.proxy.pool import HIGH_WATER, LOW_WATER
 from balancier.proxy.response import ResponseSide, raw_forwardable
 from balancier.proxy.serverside import (
     ACTIVE,
-    CLO,
     CLOSED,
     CONNECTING,
     IDLE,
@@ -306,7 +307,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         self.buf = rest
         self.bytes_in = len(body)
         self.applet = res.service
-        self.client_ka = res.keep_alive and self.route.conn_mode != CLO and not self.rt.stopping
+        self.client_ka = res.keep_alive and not self.route.client_close and not self.rt.stopping
         if self.transport is not None and not self.transport.is_closing():
             self.bytes_out = len(res.raw)
             self.transport.write(res.raw)
@@ -323,7 +324,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
         """`raw` starts with the request head (head.raw_len bytes); what follows is body or pipelined bytes."""
         route = self.route
         rt = self.rt
-        self.client_ka = head.keep_alive and route.conn_mode != CLO and not rt.stopping
+        self.client_ka = head.keep_alive and not route.client_close and not rt.stopping
         be = route.be
         be.backend.beconn += 1  # this request is on the backend until _finish
         self.in_be = True
