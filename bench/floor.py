@@ -224,11 +224,13 @@ def serve_raw(port: int, backend: int) -> None:
 
 # ---- the comparison -----------------------------------------------------------------------------------------------
 def config(port: int, mode: str) -> str:
+    # httpclose goes in `defaults`: a backend's httpclose alone closes only the server side (haproxy 2.6 keeps the
+    # client connection alive then), and this mode is about a client and a server connection per request
     extra = "    option httpclose\n" if mode == "httpclose" else "    http-reuse always\n"
     return ("global\n    nbthread 1\n    maxconn 2000\ndefaults\n    mode http\n    timeout connect 5s\n"
-            "    timeout client 30s\n    timeout server 30s\n"
+            f"    timeout client 30s\n    timeout server 30s\n{extra}"
             f"frontend fe\n    bind 127.0.0.1:{port}\n    default_backend be\n"
-            f"backend be\n{extra}    server nginx 127.0.0.1:{BACKEND_PORT}\n")
+            f"backend be\n    server nginx 127.0.0.1:{BACKEND_PORT}\n")
 
 
 def command(target: str, mode: str, work: Path) -> list[str]:
