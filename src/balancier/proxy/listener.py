@@ -18,10 +18,12 @@ Rules:
   (proxy/httprules.py) it gets them as `http_rules`. Both default to False / None in the stream, so plain binds
   without rules pay nothing for them per request, nor per connection: the event loop then calls the runtime's
   factory (a `functools.partial` of the stream class) directly.
-- The accept path stays uvloop's own server (`create_server` on the listening socket): measured per accepted
-  connection, it beats an accept loop of ours (`socket.accept` + `loop.connect_accepted_socket`: 3.4x the
-  instructions, 14 syscalls instead of 11) and even a bare `add_reader` per connection without any transport
-  (+14 % instructions, 15 syscalls).
+- A plain bind of HTTP streams is served by the runtime's rawio layer (`RawServer`: accept loop and transports on
+  an epoll set of our own, one descriptor in the loop); pausing takes the listening descriptor out of that set.
+  TLS binds and TCP-mode binds use the loop's own server (`create_server` on a duplicate of the listening
+  socket, closed to pause). Measured before the rawio layer: uvloop's server beat an accept loop *through the
+  loop* (`socket.accept` + `loop.connect_accepted_socket`: 3.4x the instructions; a bare `add_reader` per
+  connection: +14 %); the rawio layer registers nothing with the loop per connection.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 
 from balancier.proxy.config.model import Bind
 from balancier.proxy.process import StartError
+from balancier.proxy.rawio import RawServer
 
 # Time allowed for a client's TLS handshake (HAProxy bounds it with `timeout client`; a fixed bound keeps a silent
 # client from holding a socket forever, whatever the configuration says).
@@ -108,6 +111,7 @@ class Listener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._factory: Callable[[], asyncio.BaseProtocol] | None = None
         self._pending: asyncio.Task[None] | None = None
+        self._raw: RawServer | None = None  # the accept loop of a plain HTTP bind on the runtime's rawio layer
 
     @property
     def label(self) -> str:
@@ -140,19 +144,25 @@ class Listener:
         self.sock = sock
 
     def start(self, loop: asyncio.AbstractEventLoop, factory: Callable[[], asyncio.BaseProtocol],
-              route: Any = _UNKNOWN) -> None:
+              route: Any = _UNKNOWN, io: Any = None) -> None:
         """Serve with protocols from `factory`; `route` (the runtime's Route of these protocols) lets the listener
-        know their http-request rules without making one."""
+        know their http-request rules without making one. `io`: the runtime's rawio.Layer, which serves a plain
+        (non-TLS) bind of HTTP streams; None leaves the bind to the loop's server."""
         self._loop = loop
         self._factory = wrap_factory(factory, self.bind.tls is not None, route)
         if self.bind.tls is not None:
             logging.getLogger("asyncio").addFilter(_QUIET)
+        elif io is not None and self.sock is not None:
+            self._raw = RawServer(io, self.sock, self._factory)
         self.resume()
 
     def resume(self) -> None:
         if self._want_serving or self.sock is None or self._loop is None:
             return
         self._want_serving = True
+        if self._raw is not None:
+            self._raw.start()
+            return
         if self._server is None and self._pending is None:
             self._pending = self._loop.create_task(self._serve())
 
@@ -179,6 +189,8 @@ class Listener:
         if not self._want_serving:
             return
         self._want_serving = False
+        if self._raw is not None:
+            self._raw.pause()
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from balancier.proxy import rawio
 from balancier.proxy.config.model import Config, LogTarget, Proxy
 from balancier.proxy.listener import Listener
 from balancier.proxy.logs import INFO, WARNING, Logger, format_connect, write_stderr
@@ -262,6 +263,9 @@ class Runtime:
         self.streams: set[Any] = set()
         self.sweeper = Sweeper(loop, self.streams)
         self.pool = Pool()
+        # the connection-per-request sides of HTTP streams on an epoll set of our own (proxy/rawio.py): clients of
+        # an httpclose frontend, plain connections to servers in httpclose or http-server-close mode
+        self.io: Any = rawio.Layer(loop) if rawio.enabled() else None
         self.limited = False  # some frontend is paused by a maxconn or for balance (kept by _update_listeners)
         self.held = False  # SIGTTOU: every listener paused until SIGTTIN
         self._balance_timer: asyncio.TimerHandle | None = None
@@ -323,7 +327,8 @@ class Runtime:
             else:
                 factory = _factory(TcpStream, self, route)
             for lst in route.fe.listeners:
-                lst.start(self.loop, factory, route)
+                # a frontend whose clients get a connection per request (httpclose) accepts on the rawio layer
+                lst.start(self.loop, factory, route, self.io if route.mode == "http" and route.client_close else None)
         for be in self.backends.values():
             be.backend.subscribe(_queue_keeper(be))
         self.sweeper.start()

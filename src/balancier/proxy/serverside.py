@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from balancier.proxy import queue as squeue
 from balancier.proxy.pool import ServerConn, connect
+from balancier.proxy.rawio import RawConnect, literal_family
 
 if TYPE_CHECKING:
     from balancier.proxy.runtime import Route, Runtime
@@ -183,8 +184,16 @@ class ServerSide:
         host, port = srv.addr
         if port is None:  # a server without a port: the port the client connected to (HAProxy semantics)
             port = self._client_port()
-        # pool.connect: plain TCP, or TLS for `server ... ssl` (SNI possibly from this request's Host)
-        attempt = self.task = Connect(rt.loop, connect(rt.loop, srv, host, port, self.head), self._connected)
+        io = rt.io
+        cfg = srv.cfg
+        family = (literal_family(host) if io is not None and self.route.conn_mode != KAL
+                  and (not cfg.ssl or cfg.tls_context is None) else 0)
+        attempt: Any
+        if family:  # a plain connection for one request (SCL, CLO): on the runtime's rawio layer
+            attempt = RawConnect(io, ServerConn, srv, host, port, family, self._connected)
+        else:  # pool.connect: TLS for `server ... ssl` (SNI possibly from this request's Host), or the loop's TCP
+            attempt = Connect(rt.loop, connect(rt.loop, srv, host, port, self.head), self._connected)
+        self.task = attempt
         attempt.start()
 
     def _client_port(self) -> int:

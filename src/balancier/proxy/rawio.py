@@ -1,0 +1,468 @@
+"""Plain TCP connections of HTTP streams on an epoll set of our own, nested in the event loop.
+
+Why: with a client and a server connection per request (`option httpclose`, and clients that close), the event
+loop's own transports cost more than the proxy's work. Measured per connection (bench/floor.py, strace): uvloop
+makes 10 more syscalls than a bare epoll loop (getsockname and getpeername on every new transport, TCP_NODELAY
+again on every accepted socket, SO_ERROR, io_uring flushes of its epoll changes, a loop turn per hop) and runs its
+Cython transport and coroutine machinery; a proxy on raw sockets and epoll spends ~25 % less CPU per connection.
+
+Rules:
+- One `Layer` per event loop: an `select.epoll` set whose descriptor is the only thing the loop watches for these
+  connections (`add_reader`). When it is readable, `_drain` polls it without waiting and calls each ready object's
+  `on_event(events)`. Timers, TLS, TCP mode, the stats socket, checks and logs stay the loop's.
+- `RawTransport` is the transport the HTTP stream and the server connection already speak to (asyncio's interface,
+  the part they use): `write` (written at once when nothing is queued; the rest is queued and sent when the
+  socket is writable), `pause_reading`/`resume_reading`, `close` (after the queue is flushed), `abort`,
+  `is_closing`, `set_write_buffer_limits`/`get_write_buffer_size` with `pause_writing`/`resume_writing` on the
+  protocol past the high-water mark and back under the low one, `get_extra_info("peername"|"sockname")`.
+  As with asyncio's transports, `connection_lost` is called on a later loop turn, never inside `close()`; end of
+  input calls `eof_received()` and closes unless it returns True; a read or write error ends the connection with
+  `connection_lost(exc)`.
+- The epoll interest follows the state: readable while reading is wanted, writable while bytes are queued. A
+  descriptor with no interest is taken out of the set, so a peer's reset while reading is paused cannot make
+  the loop spin (the next write or resume finds it).
+- `RawServer` accepts from a listening socket (as many as are waiting, at most `ACCEPT_BATCH` per turn), makes the
+  accepted socket non-blocking and gives it a transport and a protocol from the listener's factory. `pause()`
+  takes the listening descriptor out of the set: clients wait in the kernel backlog, as with uvloop's server.
+  Accepted sockets inherit TCP_NODELAY from the listening socket (set once, at `start`).
+- `RawConnect` opens a server connection: a non-blocking socket with TCP_NODELAY, `connect`, one epoll report of
+  writability, SO_ERROR; then the transport takes the same epoll entry. Cancelled while waiting, it closes its
+  socket. Host names were resolved when the
+  configuration was loaded; a host that is not an address literal is left to the loop (`literal_family`).
+- A protocol callback that raises is reported to the loop's exception handler and its connection aborted; the
+  other ready connections are still served.
+"""
+
+from __future__ import annotations
+
+import _socket
+import asyncio
+import errno
+import fcntl
+import os
+import select
+import socket
+from collections.abc import Callable
+from typing import Any
+
+EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, select.EPOLLHUP
+EPOLLONESHOT = select.EPOLLONESHOT
+READ_SIZE = 256 * 1024  # what one read asks for (uvloop reads 256 KiB at a time too)
+ACCEPT_BATCH = 64  # accepts per readable event of a listener, so one busy listener cannot starve the loop
+POLL_EVENTS = 512  # events taken per drain; more stay ready for the next turn
+_NONBLOCK = os.O_NONBLOCK
+_F_SETFL = fcntl.F_SETFL
+_AGAIN = (BlockingIOError, InterruptedError)
+_read, _write, _close = os.read, os.write, os.close
+_new_socket = _socket.socket  # the C socket type: no socket.py layer per connection
+_STREAM_NONBLOCK = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+_IPPROTO_TCP, _TCP_NODELAY, _SOL_SOCKET, _SO_ERROR = (socket.IPPROTO_TCP, socket.TCP_NODELAY, socket.SOL_SOCKET,
+                                                      socket.SO_ERROR)
+_EINPROGRESS = errno.EINPROGRESS
+
+
+class Layer:
+    """The epoll set of one event loop, and the objects its descriptors belong to."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ep = select.epoll()
+        self.table: dict[int, Any] = {}  # fd -> object with on_event(events)
+        loop.add_reader(self.ep.fileno(), self._drain)
+        self.closed = False
+
+    def _drain(self) -> None:
+        table = self.table
+        for fd, ev in self.ep.poll(0, POLL_EVENTS):
+            obj = table.get(fd)
+            if obj is not None:
+                try:
+                    obj.on_event(ev)
+                except Exception as exc:  # a protocol's bug: report it, end that connection, serve the others
+                    self.loop.call_exception_handler({"message": "error in a connection's event handler",
+                                                      "exception": exc, "transport": obj})
+                    abort = getattr(obj, "abort", None)
+                    if abort is not None:
+                        abort()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.loop.remove_reader(self.ep.fileno())
+        self.ep.close()
+
+
+class RawTransport(asyncio.Transport):
+    """A plain TCP connection on the layer's epoll set (see the module's rules).
+
+    The per-connection state starts as the class attributes below and becomes the instance's own only when it
+    changes: a connection that never queues a byte or pauses stores four attributes at its creation."""
+
+    mask = 0  # the epoll interest registered (0: not in the set)
+    wbuf: list[bytes] | None = None  # bytes queued while the socket was full
+    wsize = 0
+    high = 64 * 1024
+    low = 16 * 1024
+    wpaused = False
+    reading = True
+    closing = False
+    closed = False
+    protocol: Any = None
+
+    def __init__(self, layer: Layer, fd: int, peer: Any, family: int) -> None:
+        self.layer = layer
+        self.fd = fd
+        self.peer = peer
+        self.family = family
+
+    def start(self, protocol: Any) -> None:
+        """Attach the protocol, tell it (`connection_made`) and start reading."""
+        self.protocol = protocol
+        fd = self.fd
+        layer = self.layer
+        layer.table[fd] = self
+        protocol.connection_made(self)
+        if self.closing or self.mask == EPOLLIN:
+            return
+        if self.mask == 0 and self.reading and not self.wbuf:  # the usual case, written out
+            layer.ep.register(fd, EPOLLIN)
+            self.mask = EPOLLIN
+        else:
+            self._interest()
+
+    # ------------------------------------------------------------------ the epoll interest
+    def _interest(self) -> None:
+        want = (EPOLLIN if self.reading else 0) | (EPOLLOUT if self.wbuf else 0)
+        mask = self.mask
+        if want == mask:
+            return
+        ep = self.layer.ep
+        if mask == 0:
+            ep.register(self.fd, want)
+        elif want == 0:
+            ep.unregister(self.fd)
+        else:
+            ep.modify(self.fd, want)
+        self.mask = want
+
+    def on_event(self, ev: int) -> None:
+        if ev & EPOLLOUT and self.wbuf:
+            self._flush()
+            if self.closed:
+                return
+        if self.reading:
+            if ev & (EPOLLIN | EPOLLERR | EPOLLHUP):
+                try:
+                    data = _read(self.fd, READ_SIZE)
+                except _AGAIN:
+                    return
+                except OSError as exc:
+                    self._fatal(exc)
+                    return
+                if data:
+                    self.protocol.data_received(data)
+                else:
+                    self._eof()
+        elif ev & (EPOLLERR | EPOLLHUP) and not self.wbuf:
+            self._interest()  # nothing wanted: out of the set until a write or a resume finds the state
+
+    def _eof(self) -> None:
+        self.reading = False
+        self._interest()
+        if not self.protocol.eof_received():
+            self.close()
+
+    def _flush(self) -> None:
+        buf = self.wbuf
+        assert buf is not None
+        data = buf[0] if len(buf) == 1 else b"".join(buf)
+        try:
+            n = _write(self.fd, data)
+        except _AGAIN:
+            n = 0
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        if n == len(data):
+            buf.clear()
+            self.wsize = 0
+        else:
+            buf[:] = [data[n:]]
+            self.wsize = len(data) - n
+        if self.wpaused and self.wsize <= self.low:
+            self.wpaused = False
+            self.protocol.resume_writing()
+            if self.closed:
+                return
+        if not buf and self.closing:
+            self._teardown(None)
+        else:
+            self._interest()
+
+    # ------------------------------------------------------------------ asyncio.Transport
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.closing or not data:
+            return
+        buf = self.wbuf
+        if buf:
+            buf.append(bytes(data))
+            self.wsize += len(data)
+        else:
+            try:
+                n = _write(self.fd, data)
+            except _AGAIN:
+                n = 0
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            if n == len(data):
+                return
+            rest = bytes(data[n:])
+            self.wbuf = [rest]
+            self.wsize = len(rest)
+            self._interest()
+        if not self.wpaused and self.wsize > self.high:
+            self.wpaused = True
+            self.protocol.pause_writing()
+
+    def writelines(self, list_of_data: Any) -> None:
+        self.write(b"".join(list_of_data))
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        if self.closing or not self.reading:
+            return
+        self.reading = False
+        self._interest()
+
+    def resume_reading(self) -> None:
+        if self.closing or self.reading:
+            return
+        self.reading = True
+        self._interest()
+
+    def is_reading(self) -> bool:
+        return self.reading and not self.closing
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        if low is None:
+            low = high // 4
+        self.high = high
+        self.low = low
+
+    def get_write_buffer_size(self) -> int:
+        return self.wsize
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.low, self.high
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self.peer
+        if name == "sockname":
+            if self.closed:
+                return default
+            s = socket.socket(self.family, socket.SOCK_STREAM, fileno=os.dup(self.fd))
+            try:
+                return s.getsockname()
+            finally:
+                s.close()
+        return default
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.reading = False
+        if self.wbuf:
+            self._interest()  # writable only: the queue goes out, then _flush tears down
+        else:
+            self._teardown(None)
+
+    def abort(self) -> None:
+        if not self.closed:
+            self._fatal(None)
+
+    def _fatal(self, exc: BaseException | None) -> None:
+        if self.closed:
+            return
+        self.closing = True
+        self.reading = False
+        if self.wbuf:
+            self.wbuf = None
+            self.wsize = 0
+        self._teardown(exc)
+
+    def _teardown(self, exc: BaseException | None) -> None:
+        self.closed = True
+        table = self.layer.table
+        if table.get(self.fd) is self:
+            del table[self.fd]
+        _close(self.fd)  # also takes it out of the epoll set
+        self.layer.loop.call_soon(self._lost, exc)
+
+    def _lost(self, exc: BaseException | None) -> None:
+        protocol = self.protocol
+        if protocol is not None:
+            self.protocol = None
+            protocol.connection_lost(exc)
+
+
+class RawServer:
+    """Accepts on a listening socket of ours and serves each connection with a protocol from `factory`."""
+
+    def __init__(self, layer: Layer, sock: socket.socket, factory: Callable[[], Any]) -> None:
+        self.layer = layer
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.factory = factory
+        self.family = sock.family
+        self.serving = False
+        self._accept = sock._accept  # type: ignore[attr-defined]  # (fd, address): no socket object per client
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by every accepted socket
+
+    def start(self) -> None:
+        if not self.serving:
+            self.serving = True
+            self.layer.table[self.fd] = self
+            self.layer.ep.register(self.fd, EPOLLIN)
+
+    def pause(self) -> None:
+        if self.serving:
+            self.serving = False
+            if self.layer.table.get(self.fd) is self:
+                del self.layer.table[self.fd]
+            if not self.layer.closed:
+                self.layer.ep.unregister(self.fd)
+
+    def on_event(self, ev: int) -> None:
+        accept, layer, factory, family = self._accept, self.layer, self.factory, self.family
+        for _ in range(ACCEPT_BATCH):
+            if not self.serving:  # a connection limit paused the listener from inside connection_made
+                return
+            try:
+                fd, peer = accept()
+            except _AGAIN:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    layer.loop.call_exception_handler({"message": "accept failed", "exception": exc})
+                    return
+                continue  # ECONNABORTED and the like: that client is gone, take the next one
+            fcntl.fcntl(fd, _F_SETFL, _NONBLOCK)
+            RawTransport(layer, fd, peer, family).start(factory())
+
+
+def enabled() -> bool:
+    """Whether HTTP streams use this layer: where epoll exists, unless BALANCIER_RAWIO=0 asks for the loop's own
+    transports (a switch for comparisons, bench/instructions.py --src style A/B runs)."""
+    return hasattr(select, "epoll") and os.environ.get("BALANCIER_RAWIO", "1") != "0"
+
+
+_FAMILY: dict[str, int] = {}
+
+
+def literal_family(host: str) -> int:
+    """AF_INET or AF_INET6 for an address literal, 0 for anything else (remembered per host string)."""
+    fam = _FAMILY.get(host)
+    if fam is None:
+        fam = 0
+        for f in (socket.AF_INET, socket.AF_INET6):
+            try:
+                socket.inet_pton(f, host)
+            except OSError:
+                continue
+            fam = f
+            break
+        if len(_FAMILY) < 4096:
+            _FAMILY[host] = fam
+    return fam
+
+
+class RawConnect:
+    """A server connect on the layer, with what the stream uses of serverside.Connect: `start()`, `cancel()`,
+    the outcome in `value` ((transport, protocol)) or `error`, and `done(self)` called once when it ends (on a
+    later loop turn when the outcome is known inside `start()`, as Connect does). No coroutine, future or Task:
+    the connecting socket's epoll entry is this object."""
+
+    __slots__ = ("layer", "factory", "arg", "host", "port", "family", "done", "sock", "value", "error", "finished")
+
+    def __init__(self, layer: Layer, factory: Callable[[Any], Any], arg: Any, host: str, port: int, family: int,
+                 done: Callable[[RawConnect], None]) -> None:
+        self.layer = layer
+        self.factory = factory
+        self.arg = arg
+        self.host = host
+        self.port = port
+        self.family = family
+        self.done = done
+        self.sock: Any = None
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.finished = False
+
+    def start(self) -> None:
+        sock = _new_socket(self.family, _STREAM_NONBLOCK)
+        sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
+        err = sock.connect_ex((self.host, self.port))
+        if err == _EINPROGRESS:
+            self.sock = sock
+            fd = sock.fileno()
+            layer = self.layer
+            layer.table[fd] = self
+            layer.ep.register(fd, EPOLLOUT | EPOLLONESHOT)  # one report; the transport re-arms the entry
+            return
+        self._outcome(sock, err, False)
+        self.layer.loop.call_soon(self.done, self)
+
+    def on_event(self, ev: int) -> None:
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        # writable without error or hang-up: connected (SO_ERROR is read only when the report says something)
+        err = sock.getsockopt(_SOL_SOCKET, _SO_ERROR) if ev & (EPOLLERR | EPOLLHUP) else 0
+        self._outcome(sock, err, True)
+        self.done(self)
+
+    def _outcome(self, sock: Any, err: int, registered: bool) -> None:
+        self.finished = True
+        if err:
+            if registered:
+                del self.layer.table[sock.fileno()]
+            sock.close()  # also takes it out of the epoll set
+            self.error = OSError(err, f"Connect call failed {(self.host, self.port)}: {os.strerror(err)}")
+            return
+        tr = RawTransport(self.layer, sock.detach(), (self.host, self.port), self.family)
+        if registered:
+            tr.mask = EPOLLOUT | EPOLLONESHOT  # the (disarmed) entry of the wait: start() modifies it
+        proto = self.factory(self.arg)
+        tr.start(proto)  # replaces this object in the table
+        self.value = (tr, proto)
+
+    def cancel(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            self.layer.table.pop(sock.fileno(), None)
+            sock.close()
+        self.error = asyncio.CancelledError()
+        self.layer.loop.call_soon(self.done, self)
+
+    def cancelled(self) -> bool:
+        return isinstance(self.error, asyncio.CancelledError)

@@ -1,0 +1,412 @@
+"""The rawio layer (accept loop, transports and server connects on an epoll set of our own) against real loopback
+sockets, nested in asyncio's loop and in uvloop.
+
+What the HTTP stream relies on, as with the loop's own transports: bytes both ways in order, a queue and
+pause_writing/resume_writing past the write limits, pause_reading that really stops reading, end of input
+(eof_received keeping or closing), close after the queue is flushed, abort, connection_lost once and never inside
+close(), errors ending the connection, and a connect that ends exactly once (connected, refused, cancelled).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvloop
+
+from balancier.proxy import rawio
+
+
+class Proto(asyncio.Protocol):
+    """Records every callback; `keep_on_eof` is what eof_received answers."""
+
+    def __init__(self, keep_on_eof: bool = False) -> None:
+        self.transport: Any = None
+        self.data = b""
+        self.events: list[str] = []
+        self.lost_exc: Any = "not lost"
+        self.keep_on_eof = keep_on_eof
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        self.events.append("made")
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        return self.keep_on_eof
+
+    def pause_writing(self) -> None:
+        self.events.append("pause_writing")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume_writing")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append("lost")
+        self.lost_exc = exc
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
+    lp = asyncio.new_event_loop() if request.param == "asyncio" else uvloop.new_event_loop()
+    try:
+        yield lp
+    finally:
+        lp.close()
+
+
+@pytest.fixture
+def layer(loop: asyncio.AbstractEventLoop) -> Iterator[rawio.Layer]:
+    ly = rawio.Layer(loop)
+    try:
+        yield ly
+    finally:
+        ly.close()
+
+
+def spin(loop: asyncio.AbstractEventLoop, until: Any, timeout: float = 3.0) -> None:
+    """Run the loop until `until()` is true (or fail after `timeout`)."""
+
+    async def wait() -> None:
+        end = time.monotonic() + timeout
+        while not until():
+            if time.monotonic() > end:
+                raise AssertionError("condition not reached in time")
+            await asyncio.sleep(0.002)
+
+    loop.run_until_complete(wait())
+
+
+def serve(layer: rawio.Layer, protos: list[Proto], keep_on_eof: bool = False) -> tuple[rawio.RawServer, socket.socket]:
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(64)
+    lsock.setblocking(False)
+
+    def factory() -> Proto:
+        protos.append(Proto(keep_on_eof))
+        return protos[-1]
+
+    srv = rawio.RawServer(layer, lsock, factory)
+    srv.start()
+    return srv, lsock
+
+
+def test_accepted_connection_moves_bytes_both_ways(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos)
+    c = socket.create_connection(lsock.getsockname())
+    try:
+        c.sendall(b"hello")
+        spin(loop, lambda: protos and protos[0].data == b"hello")
+        p = protos[0]
+        assert p.transport.get_extra_info("peername") == c.getsockname()
+        assert p.transport.get_extra_info("sockname") == lsock.getsockname()
+        p.transport.write(b"world")
+        c.settimeout(2)
+        assert c.recv(100) == b"world"
+        assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the client's own, untouched
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+    spin(loop, lambda: "lost" in protos[0].events)
+    assert protos[0].events == ["made", "eof", "lost"]  # eof_received said False: the transport closed
+    assert protos[0].lost_exc is None
+    assert not layer.table  # nothing left in the set
+
+
+def test_accepted_sockets_are_nonblocking_with_nodelay(loop: asyncio.AbstractEventLoop,
+                                                      layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos)
+    c = socket.create_connection(lsock.getsockname())
+    try:
+        spin(loop, lambda: bool(protos))
+        fd = protos[0].transport.fd
+        assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+        s = socket.socket(fileno=fd)
+        try:
+            assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            s.detach()
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+
+
+def test_close_waits_for_the_queue_and_limits_pause_and_resume_writing(loop: asyncio.AbstractEventLoop,
+                                                                      layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos)
+    c = socket.create_connection(lsock.getsockname())
+    got = bytearray()
+    try:
+        spin(loop, lambda: bool(protos))
+        t = protos[0].transport
+        t.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
+        payload = bytes(range(256)) * 128 * 1024  # 32 MiB: far more than loopback's socket buffers hold
+        t.write(payload)
+        assert t.get_write_buffer_size() > 0
+        assert protos[0].events[-1] == "pause_writing"
+        t.close()  # the queue still goes out
+        assert t.is_closing()
+        assert "lost" not in protos[0].events  # never inside close()
+
+        def reader() -> None:
+            c.settimeout(5)
+            while True:
+                d = c.recv(65536)
+                if not d:
+                    return
+                got.extend(d)
+
+        th = threading.Thread(target=reader)
+        th.start()
+        spin(loop, lambda: "lost" in protos[0].events, timeout=10)
+        th.join(5)
+        assert bytes(got) == payload
+        assert protos[0].events == ["made", "pause_writing", "resume_writing", "lost"]
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+
+
+def test_pause_reading_stops_reading_until_resumed(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos)
+    c = socket.create_connection(lsock.getsockname())
+    try:
+        spin(loop, lambda: bool(protos))
+        p = protos[0]
+        p.transport.pause_reading()
+        assert not p.transport.is_reading()
+        c.sendall(b"held")
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert p.data == b""
+        p.transport.resume_reading()
+        spin(loop, lambda: p.data == b"held")
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+
+
+def test_eof_kept_open_until_the_answer_is_written(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos, keep_on_eof=True)
+    c = socket.create_connection(lsock.getsockname())
+    try:
+        c.sendall(b"request")
+        c.shutdown(socket.SHUT_WR)
+        spin(loop, lambda: bool(protos) and "eof" in protos[0].events)
+        p = protos[0]
+        assert not p.transport.is_closing()  # half-closed, kept
+        p.transport.write(b"answer")
+        p.transport.close()
+        c.settimeout(2)
+        assert c.recv(100) == b"answer"
+        assert c.recv(100) == b""
+        spin(loop, lambda: "lost" in p.events)
+        assert p.data == b"request"
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+
+
+def test_a_reset_ends_the_connection_with_the_error(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos, keep_on_eof=True)
+    c = socket.create_connection(lsock.getsockname())
+    try:
+        spin(loop, lambda: bool(protos))
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        c.close()  # RST
+        spin(loop, lambda: "lost" in protos[0].events or "eof" in protos[0].events)
+        if "lost" not in protos[0].events:  # the reset was read as an end of input first: a write finds it
+            for _ in range(3):
+                protos[0].transport.write(b"x" * 1000)
+                loop.run_until_complete(asyncio.sleep(0.01))
+        spin(loop, lambda: "lost" in protos[0].events)
+        assert isinstance(protos[0].lost_exc, OSError)
+        assert protos[0].transport.is_closing()
+    finally:
+        srv.pause()
+        lsock.close()
+
+
+def test_abort_drops_the_queue_and_reports_lost_later(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos)
+    c = socket.create_connection(lsock.getsockname())
+    try:
+        spin(loop, lambda: bool(protos))
+        t = protos[0].transport
+        t.write(b"y" * (32 * 1024 * 1024))
+        t.abort()
+        assert "lost" not in protos[0].events
+        assert t.get_write_buffer_size() == 0
+        spin(loop, lambda: "lost" in protos[0].events)
+        assert protos[0].lost_exc is None
+        t.write(b"ignored")  # writing to a closed transport is a no-op, as asyncio's
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+
+
+def test_paused_listener_leaves_clients_in_the_backlog(loop: asyncio.AbstractEventLoop,
+                                                        layer: rawio.Layer) -> None:
+    protos: list[Proto] = []
+    srv, lsock = serve(layer, protos)
+    srv.pause()
+    c = socket.create_connection(lsock.getsockname())  # the kernel completes it; nobody accepts yet
+    try:
+        loop.run_until_complete(asyncio.sleep(0.1))
+        assert protos == []
+        srv.start()
+        spin(loop, lambda: len(protos) == 1)
+    finally:
+        c.close()
+        srv.pause()
+        lsock.close()
+
+
+def test_a_callback_that_raises_ends_only_its_connection(loop: asyncio.AbstractEventLoop,
+                                                         layer: rawio.Layer) -> None:
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+
+    class Bad(Proto):
+        def data_received(self, data: bytes) -> None:
+            raise RuntimeError("bug")
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(8)
+    lsock.setblocking(False)
+    protos: list[Proto] = []
+
+    def factory() -> Proto:
+        protos.append(Bad() if not protos else Proto())
+        return protos[-1]
+
+    srv = rawio.RawServer(layer, lsock, factory)
+    srv.start()
+    c1 = socket.create_connection(lsock.getsockname())
+    c2 = socket.create_connection(lsock.getsockname())
+    try:
+        spin(loop, lambda: len(protos) == 2)
+        c1.sendall(b"boom")
+        c2.sendall(b"fine")
+        spin(loop, lambda: "lost" in protos[0].events and protos[1].data == b"fine")
+        assert isinstance(errors[0]["exception"], RuntimeError)
+        assert "lost" not in protos[1].events
+    finally:
+        c1.close()
+        c2.close()
+        srv.pause()
+        lsock.close()
+
+
+# ---- server connects ------------------------------------------------------------------------------------------
+@pytest.fixture
+def listening() -> Iterator[socket.socket]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_connect_succeeds_and_moves_bytes(loop: asyncio.AbstractEventLoop, layer: rawio.Layer,
+                                          listening: socket.socket) -> None:
+    ends: list[rawio.RawConnect] = []
+    host, port = listening.getsockname()
+    c = rawio.RawConnect(layer, lambda _arg: Proto(), None, host, port, socket.AF_INET, ends.append)
+    c.start()
+    assert ends == []  # never inside start()
+    spin(loop, lambda: len(ends) == 1)
+    tr, proto = c.value
+    assert c.error is None and proto.transport is tr and proto.events == ["made"]
+    peer, _ = listening.accept()
+    try:
+        tr.write(b"request")
+        peer.settimeout(2)
+        assert peer.recv(100) == b"request"
+        peer.sendall(b"response")
+        peer.shutdown(socket.SHUT_WR)
+        spin(loop, lambda: "lost" in proto.events)
+        assert proto.data == b"response" and proto.events == ["made", "eof", "lost"]
+    finally:
+        peer.close()
+    loop.run_until_complete(asyncio.sleep(0.05))
+    assert len(ends) == 1
+
+
+def test_connect_refused_is_an_oserror(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
+    ends: list[rawio.RawConnect] = []
+    c = rawio.RawConnect(layer, lambda _arg: Proto(), None, "127.0.0.1", closed_port(), socket.AF_INET, ends.append)
+    c.start()
+    spin(loop, lambda: len(ends) == 1)
+    assert isinstance(c.error, ConnectionRefusedError)
+    assert c.value is None and not layer.table
+
+
+def test_cancelled_connect_ends_once_and_leaves_nothing_open(loop: asyncio.AbstractEventLoop,
+                                                             layer: rawio.Layer) -> None:
+    ends: list[rawio.RawConnect] = []
+    # a listener whose backlog is full makes the connect hang (SYNs dropped)
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    try:
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+            fillers.append(f)
+        c = rawio.RawConnect(layer, lambda _arg: Proto(), None, *full.getsockname(), socket.AF_INET, ends.append)
+        c.start()
+        loop.run_until_complete(asyncio.sleep(0.05))
+        c.cancel()
+        assert not layer.table  # its socket is closed at once
+        spin(loop, lambda: len(ends) == 1)
+        assert c.cancelled() and c.value is None
+        c.cancel()  # a second cancel changes nothing
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(ends) == 1
+    finally:
+        for f in fillers:
+            f.close()
+        full.close()
+
+
+def test_literal_family() -> None:
+    assert rawio.literal_family("127.0.0.1") == socket.AF_INET
+    assert rawio.literal_family("::1") == socket.AF_INET6
+    assert rawio.literal_family("localhost") == 0
