@@ -274,20 +274,36 @@ def test_mode_tcp_relays_bytes(proxy_factory, backend_factory) -> None:
 
 
 def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    """The highest peak resident size among the proxy's processes: the master and its workers (the workers hold
+    the connections)."""
+    peaks = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:
+            continue
+        peaks += [int(ln.split()[1]) / 1024 for ln in status.splitlines() if ln.startswith("VmHWM:")]
+    assert len(peaks) >= 2, "no worker process found"
+    return max(peaks)
 
 
 GIB = 1 << 30
 
 
+# keep-alive: the loop's transports; httpclose: both sides on the rawio layer (proxy/rawio.py)
+CONN_MODES = ["", "    option httpclose\n"]
+
+
 @pytest.mark.slow
-def test_one_gib_download_bounded_memory(proxy_factory, backend_factory) -> None:
+@pytest.mark.parametrize("mode", CONN_MODES, ids=["keep-alive", "httpclose"])
+def test_one_gib_download_bounded_memory(proxy_factory, backend_factory, mode: str) -> None:
     b = backend_factory("big", body_size=GIB)
     port = free_port()
-    p = proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n    server s {b.address}\n"))
+    p = proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n{mode}    server s {b.address}\n"))
     s = socket.create_connection(("127.0.0.1", port), timeout=10)
     try:
         s.sendall(build_request("GET", "/", headers=[("Connection", "close")]))
@@ -312,11 +328,40 @@ def test_one_gib_download_bounded_memory(proxy_factory, backend_factory) -> None
     assert _peak_rss_mb(p.pid) < 100
 
 
+@pytest.mark.parametrize("mode", CONN_MODES, ids=["keep-alive", "httpclose"])
+def test_a_client_that_stops_reading_stops_the_server_side(proxy_factory, backend_factory, mode: str) -> None:
+    """Flow control: while the client reads nothing, the proxy stops reading the server once the client's write
+    buffer passes its high-water mark, instead of buffering the whole 128 MiB body."""
+    size = 128 << 20
+    b = backend_factory("big", body_size=size)
+    port = free_port()
+    p = proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n{mode}    server s {b.address}\n"))
+    before = _peak_rss_mb(p.pid)
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    try:
+        s.sendall(build_request("GET", "/", headers=[("Connection", "close")]))
+        time.sleep(1.5)  # not reading: everything the proxy does not hold back piles up in its memory
+        assert _peak_rss_mb(p.pid) - before < 32
+        got = 0
+        buf = bytearray(1 << 20)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            n = s.recv_into(buf)
+            if not n:
+                break
+            got += n
+        assert got > size  # head + the whole body, once the client reads again
+    finally:
+        s.close()
+
+
 @pytest.mark.slow
-def test_one_gib_upload_bounded_memory(proxy_factory, backend_factory) -> None:
+@pytest.mark.parametrize("mode", CONN_MODES, ids=["keep-alive", "httpclose"])
+def test_one_gib_upload_bounded_memory(proxy_factory, backend_factory, mode: str) -> None:
     b = backend_factory("sink")
     port = free_port()
-    p = proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n    server s {b.address}\n",
+    p = proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n{mode}    server s {b.address}\n",
                            defaults="    timeout server 60s\n    timeout client 60s\n"))
     s = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
