@@ -1,10 +1,15 @@
-"""Plain TCP connections of HTTP streams on an epoll set of our own, nested in the event loop.
+"""Connection-per-request sides of HTTP streams on an epoll set of our own, nested in the event loop.
 
-Why: with a client and a server connection per request (`option httpclose`, and clients that close), the event
-loop's own transports cost more than the proxy's work. Measured per connection (bench/floor.py, strace): uvloop
-makes 10 more syscalls than a bare epoll loop (getsockname and getpeername on every new transport, TCP_NODELAY
-again on every accepted socket, SO_ERROR, io_uring flushes of its epoll changes, a loop turn per hop) and runs its
-Cython transport and coroutine machinery; a proxy on raw sockets and epoll spends ~25 % less CPU per connection.
+Why: with a client and a server connection per request (`option httpclose`), the event loop's own transports
+cost more than the proxy's work. Measured per request under wrk (strace, bench/PERF.md seventh pass): on uvloop
+21 syscalls, here 14.5 (getsockname and getpeername on every new uvloop transport, TCP_NODELAY again on every
+accepted socket, SO_ERROR after every connect, io_uring flushes of its epoll changes, a loop turn per request);
+balancier's CPU per `option httpclose` request fell by a fifth. Keep-alive sides stay on the loop's transports:
+per event, uvloop's C costs fewer instructions than a transport in Python.
+
+Where it is used: the listeners of HTTP frontends with `option httpclose` (runtime.py), and plain connections
+to servers when the route closes them after each response (httpclose, http-server-close; serverside.py).
+`BALANCIER_RAWIO=0` in the environment leaves everything to the loop (for A/B measurements).
 
 Rules:
 - One `Layer` per event loop: an `select.epoll` set whose descriptor is the only thing the loop watches for these
