@@ -204,6 +204,34 @@ def test_maxconn_holds_extra_clients(proxy_factory, backend_factory, where: str)
         second.close()
 
 
+@pytest.mark.parametrize("where", ["frontend", "global"])
+def test_maxconn_holds_extra_clients_with_httpclose(proxy_factory, backend_factory, where: str) -> None:
+    """The same limit when the frontend's listener is the rawio layer's (option httpclose): while the one slot is
+    taken by a request in flight, the next client waits in the backlog; it is served once the first is done."""
+    b = backend_factory("slow", delay=1.0)
+    port = free_port()
+    fe_limit = "    maxconn 1\n" if where == "frontend" else ""
+    glob = "    maxconn 1\n" if where == "global" else ""
+    proxy_factory(_cfg(f"listen web\n    bind 127.0.0.1:{port}\n    option httpclose\n{fe_limit}"
+                       f"    server s {b.address}\n", glob=glob))
+    first = RawConnection("127.0.0.1", port)
+    second = RawConnection("127.0.0.1", port, timeout=0.5)
+    try:
+        first.send(build_request("GET", "/"))
+        time.sleep(0.2)
+        second.send(build_request("GET", "/"))
+        with pytest.raises(TimeoutError):
+            second.read_response()  # the first request holds the slot for a second
+        assert first.read_response(timeout=3.0).status == 200
+        assert first.is_closed(wait=1.0)
+        r = second.read_response(timeout=3.0)
+        assert r.status == 200
+        assert len(b.requests()) == 2
+    finally:
+        first.close()
+        second.close()
+
+
 def test_sigttou_holds_listeners_until_sigttin(proxy_factory, backend_factory) -> None:
     """SIGTTOU stops accepting (a client waits in the backlog, as with HAProxy's pause) until SIGTTIN, even when
     a maxconn slot frees meanwhile; SIGTTIN accepts again and the waiting client is served."""
