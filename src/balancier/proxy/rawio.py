@@ -57,6 +57,7 @@ ACCEPT_BATCH = 64  # accepts per readable event of a listener, so one busy liste
 POLL_EVENTS = 512  # events taken per drain; more stay ready for the next turn
 _NONBLOCK = os.O_NONBLOCK
 _F_SETFL = fcntl.F_SETFL
+_fcntl = fcntl.fcntl
 _AGAIN = (BlockingIOError, InterruptedError)
 _read, _write, _close = os.read, os.write, os.close
 _new_socket = _socket.socket  # the C socket type: no socket.py layer per connection
@@ -72,13 +73,14 @@ class Layer:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.ep = select.epoll()
+        self._poll = self.ep.poll
         self.table: dict[int, Any] = {}  # fd -> object with on_event(events)
         loop.add_reader(self.ep.fileno(), self._drain)
         self.closed = False
 
     def _drain(self) -> None:
         table = self.table
-        for fd, ev in self.ep.poll(0, POLL_EVENTS):
+        for fd, ev in self._poll(0, POLL_EVENTS):
             obj = table.get(fd)
             if obj is not None:
                 try:
@@ -253,6 +255,10 @@ class RawTransport(asyncio.Transport):
         return self.reading and not self.closing
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is not None and low is not None:  # what the streams call, once per connection
+            self.high = high
+            self.low = low
+            return
         if high is None:
             high = 64 * 1024 if low is None else 4 * low
         if low is None:
@@ -314,11 +320,12 @@ class RawTransport(asyncio.Transport):
 
     def _teardown(self, exc: BaseException | None) -> None:
         self.closed = True
-        table = self.layer.table
-        if table.get(self.fd) is self:
-            del table[self.fd]
+        layer = self.layer
+        # the descriptor is still open, so its table entry is this transport's (a connect's entry was replaced
+        # when the transport started)
+        layer.table.pop(self.fd, None)
         _close(self.fd)  # also takes it out of the epoll set
-        self.layer.loop.call_soon(self._lost, exc)
+        layer.loop.call_soon(self._lost, exc)
 
     def _lost(self, exc: BaseException | None) -> None:
         protocol = self.protocol
@@ -368,7 +375,7 @@ class RawServer:
                     layer.loop.call_exception_handler({"message": "accept failed", "exception": exc})
                     return
                 continue  # ECONNABORTED and the like: that client is gone, take the next one
-            fcntl.fcntl(fd, _F_SETFL, _NONBLOCK)
+            _fcntl(fd, _F_SETFL, _NONBLOCK)
             RawTransport(layer, fd, peer, family).start(factory())
 
 
