@@ -37,14 +37,20 @@ MAX_IDLE_PER_SERVER = 256
 TLS_HANDSHAKE_TIMEOUT = 10.0  # bounded further by the stream's connect timeout
 
 
+def plain(server: Server) -> bool:
+    """Whether connections to ``server`` are plain TCP: no ``ssl``, or no client context to use."""
+    cfg = server.cfg
+    return not cfg.ssl or cfg.tls_context is None
+
+
 def connect(loop: asyncio.AbstractEventLoop, server: Server, host: str, port: int,
             request: Any = None) -> Coroutine[Any, Any, tuple[asyncio.Transport, ServerConn]]:
     """The coroutine that opens a connection to ``server`` at host:port (TLS when the server says ``ssl``).
 
     ``request``: the request head the connection is for (its Host field is the SNI of ``sni req.hdr(host)``)."""
-    cfg = server.cfg
-    if not cfg.ssl or cfg.tls_context is None:
+    if plain(server):
         return loop.create_connection(lambda: ServerConn(server), host, port)  # type: ignore[return-value]
+    cfg = server.cfg
     tls = cfg.tls
     from_host = tls is not None and tls.sni_from_host
     host_field = request.get("host") if (from_host and request is not None) else None

@@ -29,7 +29,7 @@ Rules:
 - `RawServer` accepts from a listening socket (as many as are waiting, at most `ACCEPT_BATCH` per turn), makes the
   accepted socket non-blocking and gives it a transport and a protocol from the listener's factory. `pause()`
   takes the listening descriptor out of the set: clients wait in the kernel backlog, as with uvloop's server.
-  Accepted sockets inherit TCP_NODELAY from the listening socket (set once, at `start`).
+  Accepted sockets inherit TCP_NODELAY from the listening socket (set once, when the RawServer is made).
 - `RawConnect` opens a server connection: a non-blocking socket with TCP_NODELAY, `connect`, one epoll report of
   writability, SO_ERROR; then the transport takes the same epoll entry. Cancelled while waiting, it closes its
   socket. Host names were resolved when the
@@ -126,16 +126,9 @@ class RawTransport(asyncio.Transport):
     def start(self, protocol: Any) -> None:
         """Attach the protocol, tell it (`connection_made`) and start reading."""
         self.protocol = protocol
-        fd = self.fd
-        layer = self.layer
-        layer.table[fd] = self
+        self.layer.table[self.fd] = self
         protocol.connection_made(self)
-        if self.closing or self.mask == EPOLLIN:
-            return
-        if self.mask == 0 and self.reading and not self.wbuf:  # the usual case, written out
-            layer.ep.register(fd, EPOLLIN)
-            self.mask = EPOLLIN
-        else:
+        if not self.closing:
             self._interest()
 
     # ------------------------------------------------------------------ the epoll interest
@@ -171,8 +164,6 @@ class RawTransport(asyncio.Transport):
                     self.protocol.data_received(data)
                 else:
                     self._eof()
-        elif ev & (EPOLLERR | EPOLLHUP) and not self.wbuf:
-            self._interest()  # nothing wanted: out of the set until a write or a resume finds the state
 
     def _eof(self) -> None:
         self.reading = False
@@ -255,10 +246,6 @@ class RawTransport(asyncio.Transport):
         return self.reading and not self.closing
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if high is not None and low is not None:  # what the streams call, once per connection
-            self.high = high
-            self.low = low
-            return
         if high is None:
             high = 64 * 1024 if low is None else 4 * low
         if low is None:

@@ -263,9 +263,6 @@ class Runtime:
         self.streams: set[Any] = set()
         self.sweeper = Sweeper(loop, self.streams)
         self.pool = Pool()
-        # the connection-per-request sides of HTTP streams on an epoll set of our own (proxy/rawio.py): clients of
-        # an httpclose frontend, plain connections to servers in httpclose or http-server-close mode
-        self.io: Any = rawio.Layer(loop) if rawio.enabled() else None
         self.limited = False  # some frontend is paused by a maxconn or for balance (kept by _update_listeners)
         self.held = False  # SIGTTOU: every listener paused until SIGTTIN
         self._balance_timer: asyncio.TimerHandle | None = None
@@ -298,6 +295,11 @@ class Runtime:
                 raise StartError(f"{p.where}: frontend '{p.name}' and backend '{be_cfg.name}' use different modes")
             self.frontends.append(fe)
             self.routes.append(Route(fe, be))
+        # the connection-per-request sides of HTTP streams on an epoll set of our own (proxy/rawio.py): clients of
+        # an httpclose frontend, plain connections to servers in httpclose or http-server-close mode; made only
+        # when some route has such a side
+        uses_raw = any(r.mode == "http" and r.conn_mode != "kal" for r in self.routes)
+        self.io: Any = rawio.Layer(loop) if uses_raw and rawio.enabled() else None
         # HAProxy's default fullconn: 10% of the summed maxconn of the frontends that route to the backend
         for be in self.backends.values():
             if not be.cfg.fullconn:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from balancier.proxy import queue as squeue
-from balancier.proxy.pool import ServerConn, connect
+from balancier.proxy.pool import ServerConn, connect, plain
 from balancier.proxy.rawio import RawConnect, literal_family
 
 if TYPE_CHECKING:
@@ -185,9 +185,7 @@ class ServerSide:
         if port is None:  # a server without a port: the port the client connected to (HAProxy semantics)
             port = self._client_port()
         io = rt.io
-        cfg = srv.cfg
-        family = (literal_family(host) if io is not None and self.route.conn_mode != KAL
-                  and (not cfg.ssl or cfg.tls_context is None) else 0)
+        family = literal_family(host) if io is not None and self.route.conn_mode != KAL and plain(srv) else 0
         attempt: Any
         if family:  # a plain connection for one request (SCL, CLO): on the runtime's rawio layer
             attempt = RawConnect(io, ServerConn, srv, host, port, family, self._connected)
@@ -202,7 +200,7 @@ class ServerSide:
             self.dport = sock[1] if sock else 0
         return self.dport
 
-    def _connected(self, task: Connect) -> None:
+    def _connected(self, task: Connect | RawConnect) -> None:
         # reads the attempt's outcome from its slots: this runs once per connect (a call per request in
         # `option httpclose`), and cancelled()/exception()/result() would be three more calls
         exc = task.error
