@@ -87,82 +87,88 @@ def spin(loop: asyncio.AbstractEventLoop, until: Any, timeout: float = 3.0) -> N
     loop.run_until_complete(wait())
 
 
-def serve(layer: rawio.Layer, protos: list[Proto], keep_on_eof: bool = False) -> tuple[rawio.RawServer, socket.socket]:
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(64)
-    lsock.setblocking(False)
+class Served:
+    """A RawServer on a fresh loopback listener whose protocols are recorded in ``protos`` (made by ``make``,
+    a Proto by default); used as a context manager, it closes its clients, pauses and closes the listener."""
 
-    def factory() -> Proto:
-        protos.append(Proto(keep_on_eof))
-        return protos[-1]
+    def __init__(self, layer: rawio.Layer, keep_on_eof: bool = False, make: Any = None) -> None:
+        self.protos: list[Proto] = []
+        self.clients: list[socket.socket] = []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.lsock.setblocking(False)
 
-    srv = rawio.RawServer(layer, lsock, factory)
-    srv.start()
-    return srv, lsock
+        def factory() -> Proto:
+            self.protos.append(make(len(self.protos)) if make is not None else Proto(keep_on_eof))
+            return self.protos[-1]
+
+        self.srv = rawio.RawServer(layer, self.lsock, factory)
+        self.srv.start()
+
+    def connect(self) -> socket.socket:
+        c = socket.create_connection(self.lsock.getsockname())
+        self.clients.append(c)
+        return c
+
+    def __enter__(self) -> Served:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for c in self.clients:
+            c.close()
+        self.srv.pause()
+        self.lsock.close()
 
 
 def test_accepted_connection_moves_bytes_both_ways(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos)
-    c = socket.create_connection(lsock.getsockname())
-    try:
+    with Served(layer) as sv:
+        c = sv.connect()
         c.sendall(b"hello")
-        spin(loop, lambda: protos and protos[0].data == b"hello")
-        p = protos[0]
+        spin(loop, lambda: sv.protos and sv.protos[0].data == b"hello")
+        p = sv.protos[0]
         assert p.transport.get_extra_info("peername") == c.getsockname()
-        assert p.transport.get_extra_info("sockname") == lsock.getsockname()
+        assert p.transport.get_extra_info("sockname") == sv.lsock.getsockname()
         p.transport.write(b"world")
         c.settimeout(2)
         assert c.recv(100) == b"world"
         assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0  # the client's own, untouched
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
-    spin(loop, lambda: "lost" in protos[0].events)
-    assert protos[0].events == ["made", "eof", "lost"]  # eof_received said False: the transport closed
-    assert protos[0].lost_exc is None
+    spin(loop, lambda: "lost" in p.events)
+    assert p.events == ["made", "eof", "lost"]  # eof_received said False: the transport closed
+    assert p.lost_exc is None
     assert not layer.table  # nothing left in the set
 
 
 def test_accepted_sockets_are_nonblocking_with_nodelay(loop: asyncio.AbstractEventLoop,
                                                       layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos)
-    c = socket.create_connection(lsock.getsockname())
-    try:
-        spin(loop, lambda: bool(protos))
-        fd = protos[0].transport.fd
+    with Served(layer) as sv:
+        sv.connect()
+        spin(loop, lambda: bool(sv.protos))
+        fd = sv.protos[0].transport.fd
         assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
         s = socket.socket(fileno=fd)
         try:
             assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         finally:
             s.detach()
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
 
 
 def test_close_waits_for_the_queue_and_limits_pause_and_resume_writing(loop: asyncio.AbstractEventLoop,
                                                                       layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos)
-    c = socket.create_connection(lsock.getsockname())
     got = bytearray()
-    try:
-        spin(loop, lambda: bool(protos))
-        t = protos[0].transport
+    with Served(layer) as sv:
+        c = sv.connect()
+        spin(loop, lambda: bool(sv.protos))
+        p = sv.protos[0]
+        t = p.transport
         t.set_write_buffer_limits(high=64 * 1024, low=16 * 1024)
         payload = bytes(range(256)) * 128 * 1024  # 32 MiB: far more than loopback's socket buffers hold
         t.write(payload)
         assert t.get_write_buffer_size() > 0
-        assert protos[0].events[-1] == "pause_writing"
+        assert p.events[-1] == "pause_writing"
         t.close()  # the queue still goes out
         assert t.is_closing()
-        assert "lost" not in protos[0].events  # never inside close()
+        assert "lost" not in p.events  # never inside close()
 
         def reader() -> None:
             c.settimeout(5)
@@ -174,23 +180,17 @@ def test_close_waits_for_the_queue_and_limits_pause_and_resume_writing(loop: asy
 
         th = threading.Thread(target=reader)
         th.start()
-        spin(loop, lambda: "lost" in protos[0].events, timeout=10)
+        spin(loop, lambda: "lost" in p.events, timeout=10)
         th.join(5)
         assert bytes(got) == payload
-        assert protos[0].events == ["made", "pause_writing", "resume_writing", "lost"]
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
+        assert p.events == ["made", "pause_writing", "resume_writing", "lost"]
 
 
 def test_pause_reading_stops_reading_until_resumed(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos)
-    c = socket.create_connection(lsock.getsockname())
-    try:
-        spin(loop, lambda: bool(protos))
-        p = protos[0]
+    with Served(layer) as sv:
+        c = sv.connect()
+        spin(loop, lambda: bool(sv.protos))
+        p = sv.protos[0]
         p.transport.pause_reading()
         assert not p.transport.is_reading()
         c.sendall(b"held")
@@ -198,21 +198,15 @@ def test_pause_reading_stops_reading_until_resumed(loop: asyncio.AbstractEventLo
         assert p.data == b""
         p.transport.resume_reading()
         spin(loop, lambda: p.data == b"held")
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
 
 
 def test_eof_kept_open_until_the_answer_is_written(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos, keep_on_eof=True)
-    c = socket.create_connection(lsock.getsockname())
-    try:
+    with Served(layer, keep_on_eof=True) as sv:
+        c = sv.connect()
         c.sendall(b"request")
         c.shutdown(socket.SHUT_WR)
-        spin(loop, lambda: bool(protos) and "eof" in protos[0].events)
-        p = protos[0]
+        spin(loop, lambda: bool(sv.protos) and "eof" in sv.protos[0].events)
+        p = sv.protos[0]
         assert not p.transport.is_closing()  # half-closed, kept
         p.transport.write(b"answer")
         p.transport.close()
@@ -221,68 +215,49 @@ def test_eof_kept_open_until_the_answer_is_written(loop: asyncio.AbstractEventLo
         assert c.recv(100) == b""
         spin(loop, lambda: "lost" in p.events)
         assert p.data == b"request"
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
 
 
 def test_a_reset_ends_the_connection_with_the_error(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos, keep_on_eof=True)
-    c = socket.create_connection(lsock.getsockname())
-    try:
-        spin(loop, lambda: bool(protos))
+    with Served(layer, keep_on_eof=True) as sv:
+        c = sv.connect()
+        spin(loop, lambda: bool(sv.protos))
+        p = sv.protos[0]
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         c.close()  # RST
-        spin(loop, lambda: "lost" in protos[0].events or "eof" in protos[0].events)
-        if "lost" not in protos[0].events:  # the reset was read as an end of input first: a write finds it
+        spin(loop, lambda: "lost" in p.events or "eof" in p.events)
+        if "lost" not in p.events:  # the reset was read as an end of input first: a write finds it
             for _ in range(3):
-                protos[0].transport.write(b"x" * 1000)
+                p.transport.write(b"x" * 1000)
                 loop.run_until_complete(asyncio.sleep(0.01))
-        spin(loop, lambda: "lost" in protos[0].events)
-        assert isinstance(protos[0].lost_exc, OSError)
-        assert protos[0].transport.is_closing()
-    finally:
-        srv.pause()
-        lsock.close()
+        spin(loop, lambda: "lost" in p.events)
+        assert isinstance(p.lost_exc, OSError)
+        assert p.transport.is_closing()
 
 
 def test_abort_drops_the_queue_and_reports_lost_later(loop: asyncio.AbstractEventLoop, layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos)
-    c = socket.create_connection(lsock.getsockname())
-    try:
-        spin(loop, lambda: bool(protos))
-        t = protos[0].transport
+    with Served(layer) as sv:
+        sv.connect()
+        spin(loop, lambda: bool(sv.protos))
+        p = sv.protos[0]
+        t = p.transport
         t.write(b"y" * (32 * 1024 * 1024))
         t.abort()
-        assert "lost" not in protos[0].events
+        assert "lost" not in p.events
         assert t.get_write_buffer_size() == 0
-        spin(loop, lambda: "lost" in protos[0].events)
-        assert protos[0].lost_exc is None
+        spin(loop, lambda: "lost" in p.events)
+        assert p.lost_exc is None
         t.write(b"ignored")  # writing to a closed transport is a no-op, as asyncio's
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
 
 
 def test_paused_listener_leaves_clients_in_the_backlog(loop: asyncio.AbstractEventLoop,
                                                         layer: rawio.Layer) -> None:
-    protos: list[Proto] = []
-    srv, lsock = serve(layer, protos)
-    srv.pause()
-    c = socket.create_connection(lsock.getsockname())  # the kernel completes it; nobody accepts yet
-    try:
+    with Served(layer) as sv:
+        sv.srv.pause()
+        sv.connect()  # the kernel completes it; nobody accepts yet
         loop.run_until_complete(asyncio.sleep(0.1))
-        assert protos == []
-        srv.start()
-        spin(loop, lambda: len(protos) == 1)
-    finally:
-        c.close()
-        srv.pause()
-        lsock.close()
+        assert sv.protos == []
+        sv.srv.start()
+        spin(loop, lambda: len(sv.protos) == 1)
 
 
 def test_a_callback_that_raises_ends_only_its_connection(loop: asyncio.AbstractEventLoop,
@@ -294,32 +269,15 @@ def test_a_callback_that_raises_ends_only_its_connection(loop: asyncio.AbstractE
         def data_received(self, data: bytes) -> None:
             raise RuntimeError("bug")
 
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(8)
-    lsock.setblocking(False)
-    protos: list[Proto] = []
-
-    def factory() -> Proto:
-        protos.append(Bad() if not protos else Proto())
-        return protos[-1]
-
-    srv = rawio.RawServer(layer, lsock, factory)
-    srv.start()
-    c1 = socket.create_connection(lsock.getsockname())
-    c2 = socket.create_connection(lsock.getsockname())
-    try:
-        spin(loop, lambda: len(protos) == 2)
+    with Served(layer, make=lambda n: Bad() if n == 0 else Proto()) as sv:
+        c1, c2 = sv.connect(), sv.connect()
+        spin(loop, lambda: len(sv.protos) == 2)
         c1.sendall(b"boom")
         c2.sendall(b"fine")
-        spin(loop, lambda: "lost" in protos[0].events and protos[1].data == b"fine")
+        bad, good = sv.protos
+        spin(loop, lambda: "lost" in bad.events and good.data == b"fine")
         assert isinstance(errors[0]["exception"], RuntimeError)
-        assert "lost" not in protos[1].events
-    finally:
-        c1.close()
-        c2.close()
-        srv.pause()
-        lsock.close()
+        assert "lost" not in good.events
 
 
 # ---- server connects ------------------------------------------------------------------------------------------
@@ -390,7 +348,8 @@ def test_cancelled_connect_ends_once_and_leaves_nothing_open(loop: asyncio.Abstr
             f.setblocking(False)
             f.connect_ex(full.getsockname())
             fillers.append(f)
-        c = rawio.RawConnect(layer, lambda _arg: Proto(), None, *full.getsockname(), socket.AF_INET, ends.append)
+        host, port = full.getsockname()
+        c = rawio.RawConnect(layer, lambda _arg: Proto(), None, host, port, socket.AF_INET, ends.append)
         c.start()
         loop.run_until_complete(asyncio.sleep(0.05))
         c.cancel()
