@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -65,3 +66,12 @@ def make_backend(servers: list[tuple], algo: str = "roundrobin", *, clock: Calla
     cfg = Proxy(name=name, kind=kind, mode="http", balance=Balance(algo), servers=tuple(scs), cookie=cookie,
                 httpchk=httpchk, **proxy_kw)
     return Backend(cfg, clock or FakeClock())
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released): connects to it are refused."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port: int = s.getsockname()[1]
+    s.close()
+    return port

@@ -12,9 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvloop
 
 from balancier.proxy.serverside import Connect
+
+from proxy_builders import closed_port
 
 
 class Proto(asyncio.Protocol):
@@ -29,13 +30,9 @@ class Proto(asyncio.Protocol):
         self.lost = True
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop() if request.param == "asyncio" else uvloop.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
+@pytest.fixture
+def loop(any_loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    return any_loop  # conftest's: asyncio's loop, then uvloop
 
 
 @pytest.fixture
@@ -47,14 +44,6 @@ def listening() -> Iterator[tuple[str, int]]:
         yield srv.getsockname()
     finally:
         srv.close()
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()  # nothing listens there now: connects are refused
-    return port
 
 
 def run_until_done(loop: asyncio.AbstractEventLoop, ends: list[Connect], n: int = 1, turns: int = 400) -> None:

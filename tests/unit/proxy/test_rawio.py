@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvloop
 
 from balancier.proxy import rawio
+
+from proxy_builders import closed_port
 
 
 class Proto(asyncio.Protocol):
@@ -56,13 +57,9 @@ class Proto(asyncio.Protocol):
         self.lost_exc = exc
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop(request: pytest.FixtureRequest) -> Iterator[asyncio.AbstractEventLoop]:
-    lp = asyncio.new_event_loop() if request.param == "asyncio" else uvloop.new_event_loop()
-    try:
-        yield lp
-    finally:
-        lp.close()
+@pytest.fixture
+def loop(any_loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+    return any_loop  # conftest's: asyncio's loop, then uvloop
 
 
 @pytest.fixture
@@ -290,14 +287,6 @@ def listening() -> Iterator[socket.socket]:
         yield srv
     finally:
         srv.close()
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_connect_succeeds_and_moves_bytes(loop: asyncio.AbstractEventLoop, layer: rawio.Layer,
