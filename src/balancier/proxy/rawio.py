@@ -207,6 +207,8 @@ class RawTransport(asyncio.Transport):
             buf.append(bytes(data))
             self.wsize += len(data)
         else:
+            # the attempt is written out as in _flush: a shared helper measured +0.6 % instructions per
+            # `option httpclose` request (156.1k against 155.2k, bench/instructions.py)
             try:
                 n = _write(self.fd, data)
             except _AGAIN:
