@@ -11,6 +11,11 @@ bounded by wrk's -d and a subprocess timeout.
 
     python3 bench/profile_load.py --mode ka-reuse --duration 5
     python3 bench/profile_load.py --mode close-reuse --pyspy --top 40
+    python3 bench/profile_load.py --mode seed-httpclose --callgrind --keep /tmp/cg.out
+
+With `--callgrind` the proxy runs under valgrind's callgrind, instrumentation switched on for the last wrk run
+only: user-space instructions per request *under load* (many events per loop turn, as in bench/run.py), where
+bench/instructions.py counts them one client at a time. The timings of that run mean nothing (valgrind).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -69,6 +75,18 @@ def syscalls_per_request(table: str, requests: int) -> str:
     return "\n".join(out)
 
 
+def instructions_per_request(out_file: Path, requests: int) -> str:
+    """callgrind's total over the requests wrk completed, and the split by library (bench/instructions.py)."""
+    import instructions  # bench/instructions.py, next to this file
+
+    m = re.search(r"^totals:\s*(\d+)", out_file.read_text(errors="replace"), re.M)
+    if m is None:
+        raise SystemExit(f"no totals in {out_file}")
+    lines = [f"{int(m.group(1)) / requests:,.0f} instructions per request ({requests} requests under callgrind)"]
+    lines += [f"  {v:10,.0f}  {name}" for name, v in instructions.by_object(out_file, requests)]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", default="ka-reuse", choices=list(bench.MODES))
@@ -82,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--native", action="store_true", help="py-spy --native: C frames too")
     ap.add_argument("--strace", action="store_true", help="count the proxy's syscalls during the last run (strace -c)")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="run the proxy under callgrind, count instructions per request during the last run")
+    ap.add_argument("--keep", type=Path, help="with --callgrind: copy callgrind's output file here")
     args = ap.parse_args(argv)
 
     backend_ports = [args.backend_port + i for i in range(4)]
@@ -103,8 +124,13 @@ def main(argv: list[str] | None = None) -> int:
             bench.wait_listening(p, nginx, "nginx")
         cfg = workdir / "balancier.cfg"
         cfg.write_text(bench.proxy_conf("balancier", workdir, backend_ports, stats_socket=False))
-        proc = procs.start("balancier", bench.proxy_command("balancier", cfg), workdir / "balancier.out")
-        bench.wait_listening(port, proc, "balancier")
+        command = bench.proxy_command("balancier", cfg)
+        cg_out = workdir / "callgrind.out"
+        if args.callgrind:
+            command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={cg_out}",
+                       *command]
+        proc = procs.start("balancier", command, workdir / "balancier.out")
+        bench.wait_listening(port, proc, "balancier", timeout=180 if args.callgrind else 15)
         bench.check_target(port)
         time.sleep(0.5)
         for i in range(args.repeat):
@@ -121,10 +147,21 @@ def main(argv: list[str] | None = None) -> int:
                 tracer = subprocess.Popen(["strace", "-c", "-f", "-o", str(trace_out), "-p", str(proc.pid)],
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 time.sleep(0.3)
+            if args.callgrind and last:
+                subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], capture_output=True, check=True,
+                               timeout=60)
             u0, s0 = times(proc.pid)
             res, _cpu, _ = bench.run_wrk(port, args.conns, args.duration, extra, proc.pid)
             u1, s1 = times(proc.pid)
             n = int(res["requests"]) or 1  # type: ignore[call-overload]
+            if args.callgrind and last:
+                subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], capture_output=True, check=True,
+                               timeout=60)
+                proc.send_signal(2)
+                proc.wait(60)
+                print(instructions_per_request(cg_out, n), flush=True)
+                if args.keep:
+                    shutil.copyfile(cg_out, args.keep)
             print(f"{args.mode} c{args.conns}: {float(res['rps']):.0f} req/s  "  # type: ignore[arg-type]
                   f"user {1e6 * (u1 - u0) / n:.1f} + sys {1e6 * (s1 - s0) / n:.1f} = "
                   f"{1e6 * (u1 - u0 + s1 - s0) / n:.1f} µs/req  errors {res['errors']}", flush=True)
