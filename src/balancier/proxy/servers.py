@@ -43,6 +43,8 @@ from typing import Any, Literal
 from balancier.proxy.balance import STATIC_ALGORITHMS, make_group_balancer, static_weight_divisor
 from balancier.proxy.config.model import Proxy, ServerConfig
 from balancier.proxy.health import HealthState
+from balancier.proxy.pool import plain
+from balancier.proxy.rawio import literal_family
 
 AdminState = Literal["ready", "drain", "maint"]
 OpState = Literal["up", "down", "stopping"]
@@ -79,7 +81,7 @@ class Counters:
 class Server(Counters):
     __slots__ = ("cfg", "backend", "name", "addr", "sid", "uweight", "admin", "op", "hstate", "check_enabled",
                  "served", "queue", "lastchg", "check_status", "check_code", "check_info", "check_duration",
-                 "gserved", "gqueued", "idle", "__weakref__")
+                 "gserved", "gqueued", "idle", "raw_family", "__weakref__")
 
     def __init__(self, cfg: ServerConfig, backend: Backend, sid: int, now: float) -> None:
         super().__init__()
@@ -101,6 +103,9 @@ class Server(Counters):
         self.gqueued: Any = None  # the same for the queue's length, with several workers and a maxqueue
         self.queue: collections.deque[Any] = collections.deque()
         self.idle: collections.deque[Any] = collections.deque()  # pool.py: idle keep-alive connections to it
+        # plain TCP to an address literal: the address family a connection for one request takes on the rawio
+        # layer (serverside.py), else 0 (TLS, or a host name: the loop's own connect)
+        self.raw_family = literal_family(cfg.host) if cfg.host and plain(self) else 0
         self.lastchg = now
         self.check_status = ""  # L4OK, L4CON, L7STS, ... ('' before the first check)
         self.check_code: int | None = None

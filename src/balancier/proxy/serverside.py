@@ -24,8 +24,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from balancier.proxy import queue as squeue
-from balancier.proxy.pool import ServerConn, connect, plain
-from balancier.proxy.rawio import RawConnect, literal_family
+from balancier.proxy.pool import ServerConn, connect
+from balancier.proxy.rawio import RawConnect
 
 if TYPE_CHECKING:
     from balancier.proxy.runtime import Route, Runtime
@@ -185,10 +185,10 @@ class ServerSide:
         if port is None:  # a server without a port: the port the client connected to (HAProxy semantics)
             port = self._client_port()
         io = rt.io
-        family = literal_family(host) if io is not None and self.route.conn_mode != KAL and plain(srv) else 0
         attempt: Any
-        if family:  # a plain connection for one request (SCL, CLO): on the runtime's rawio layer
-            attempt = RawConnect(io, ServerConn, srv, host, port, family, self._connected)
+        if io is not None and srv.raw_family and self.route.conn_mode != KAL:
+            # a plain connection for one request (SCL, CLO) to an address literal: on the runtime's rawio layer
+            attempt = RawConnect(io, ServerConn, srv, host, port, srv.raw_family, self._connected)
         else:  # pool.connect: TLS for `server ... ssl` (SNI possibly from this request's Host), or the loop's TCP
             attempt = Connect(rt.loop, connect(rt.loop, srv, host, port, self.head), self._connected)
         self.task = attempt

@@ -246,6 +246,38 @@ def test_abort_drops_the_queue_and_reports_lost_later(loop: asyncio.AbstractEven
         t.write(b"ignored")  # writing to a closed transport is a no-op, as asyncio's
 
 
+class CloseOnData(Proto):
+    """Closes its transport from data_received, inside the layer's drain, and notes when that callback returns."""
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.transport.close()
+        self.events.append("closed")  # connection_lost must come after this
+
+
+def test_close_inside_an_event_reports_lost_after_the_callback(loop: asyncio.AbstractEventLoop,
+                                                              layer: rawio.Layer) -> None:
+    """A transport closed while the layer handles its events hears connection_lost once, after the callback that
+    closed it returned; a connection_lost that closes another transport gets that one reported as well."""
+    with Served(layer, make=lambda i: CloseOnData()) as sv:
+        c0 = sv.connect()
+        sv.connect()
+        spin(loop, lambda: len(sv.protos) == 2)
+        p0, p1 = sv.protos
+        lost0 = p0.connection_lost
+
+        def lost_then_close_the_other(exc: Exception | None) -> None:
+            lost0(exc)
+            p1.transport.close()
+            assert "lost" not in p1.events  # not inside close(), even from a connection_lost
+        p0.connection_lost = lost_then_close_the_other  # type: ignore[method-assign]
+        c0.sendall(b"x")
+        spin(loop, lambda: "lost" in p1.events)
+        assert p0.events == ["made", "closed", "lost"] and p0.data == b"x"
+        assert p1.events == ["made", "lost"]
+        assert c0.recv(10) == b""  # closed for the client too
+
+
 def test_paused_listener_leaves_clients_in_the_backlog(loop: asyncio.AbstractEventLoop,
                                                         layer: rawio.Layer) -> None:
     with Served(layer) as sv:
