@@ -271,18 +271,30 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
     read by one regular expression (once per distinct head: see REQUEST_MEMO), and the head is filled from what
     it read with no other Python call. Anything else goes to the full parser, which gives the verdict. Fields
     are split only if someone reads them."""
-    end = buf.find(b"\r\n\r\n", 0, limit)
+    if type(buf) is not bytes:
+        buf = bytes(buf)  # memo keys are bytes (a bytearray is not hashable)
+    memo = REQUEST_MEMO
+    e = None
+    if buf[-4:] == b"\r\n\r\n" and memo.on and fast and max_headers >= MAX_HEADERS and len(buf) <= limit:
+        # the usual read: one whole head and nothing after it. A memo key is a head up to the CRLF of its last
+        # field, so it holds no CRLFCRLF: found, the head ends where the buffer does, without a search
+        key = buf[:-2]
+        e = memo.entries.get(key)
+    if e is not None:
+        end = len(buf) - 4
+    else:
+        end = buf.find(b"\r\n\r\n", 0, limit)
     # end == 0: the buffer starts with empty lines; a head with more fields than the fast grammar takes
     # (MAX_HEADERS) is the full parser's when the caller allows fewer
     if end > 0 and fast and max_headers >= MAX_HEADERS:
-        text = buf[:end + 2].decode("latin-1")
-        memo = REQUEST_MEMO
-        if memo.on:
-            e = memo.entries.get(text)
-        else:
-            e = None
-            memo.skip()
         if e is None:
+            key = buf[:end + 2]
+            if memo.on:
+                e = memo.entries.get(key)
+            else:
+                memo.skip()
+        if e is None:
+            text = key.decode("latin-1")
             try:
                 m = _req_fast_match(text)
             except SystemError:  # see _REQ_FAST_RE (a try costs nothing in Python 3.11 until it catches)
@@ -311,20 +323,21 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
                     h.plain = bool(tokens)  # an empty Connection field is removed, not forwarded
                 h.expect_continue = expect is not None and expect.rstrip(" \t").lower() == "100-continue"
                 h.has_cookie = cookie is not None
-                if memo.on:
-                    memo.note(text, (h.method, h.target, h.content_length, h.framing, h.connection_tokens,
-                                     h.keep_alive, h.plain, h.conn_span, h.expect_continue, h.has_cookie))
+                if memo.on:  # the text too: a head found again is not decoded again
+                    memo.note(key, (text, h.method, h.target, h.content_length, h.framing, h.connection_tokens,
+                                    h.keep_alive, h.plain, h.conn_span, h.expect_continue, h.has_cookie))
             elif memo.on:
-                memo.note(text, False)
+                memo.note(key, False)
         elif e:
             memo.hits += 1
             h = _new_request_head(RequestHead)
-            (h.method, h.target, h.content_length, h.framing, h.connection_tokens, h.keep_alive, h.plain,
+            (text, h.method, h.target, h.content_length, h.framing, h.connection_tokens, h.keep_alive, h.plain,
              h.conn_span, h.expect_continue, h.has_cookie) = e
             common = True
         else:
             memo.hits += 1
             common = False
+            text = key.decode("latin-1")
         if common:
             h.version = "HTTP/1.1"
             h._headers = None
@@ -360,10 +373,11 @@ class HeadMemo:
     ``entries`` while ``on``, count ``hits``, call ``note`` for a head not found, and ``skip`` for a head read
     while off."""
 
-    __slots__ = ("entries", "on", "hits", "misses", "paused")
+    __slots__ = ("entries", "on", "hits", "misses", "paused", "last")
 
     def __init__(self) -> None:
         self.entries: dict[Any, Any] = {}
+        self.last = 0  # the response memo's user: where the last head looked up ended (a hint, see response.py)
         self.reset()
 
     def reset(self) -> None:

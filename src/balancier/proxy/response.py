@@ -171,11 +171,21 @@ class ResponseSide:
         memo = RESPONSE_MEMO
         key = None
         if memo.on:
-            end = data.find(b"\r\n\r\n", 0, self.rt.bufsize)
-            if end < 0:
-                return False
-            key = data[:end]
-            e = memo.entries.get(key)
+            # a server answers with heads of one length (nginx's Date field is fixed-width): look where the last
+            # head ended first. A memo key is a head up to its first CRLFCRLF, so a key followed by CRLFCRLF
+            # here is this response's head, without a search
+            end = memo.last
+            e = None
+            if data[end:end + 4] == b"\r\n\r\n" and end + 4 <= self.rt.bufsize:
+                key = data[:end]
+                e = memo.entries.get(key)
+            if e is None:
+                end = data.find(b"\r\n\r\n", 0, self.rt.bufsize)
+                if end < 0:
+                    return False
+                key = data[:end]
+                e = memo.entries.get(key)
+                memo.last = end
         else:
             e = None
             memo.skip()

@@ -329,13 +329,28 @@ def test_a_remembered_request_reads_as_the_first_time() -> None:
     buf = b"POST /f?x=1 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\nCookie: a=b\r\nContent-Length: 3\r\n\r\nabc"
     memo = heads.REQUEST_MEMO
     first = outcome_request(buf, True)
-    text = buf[:buf.index(b"\r\n\r\n") + 2].decode("latin-1")
-    assert text in memo.entries and memo.misses == 1 and memo.hits == 0
+    assert buf[:buf.index(b"\r\n\r\n") + 2] in memo.entries and memo.misses == 1 and memo.hits == 0
     again = outcome_request(buf, True)
     assert memo.hits == 1
     assert first == again == outcome_request(buf, False)
     h = parse_request_head(buf)  # from the memo: the Connection value's span too
     assert h is not None and h.conn_span is not None and buf[h.conn_span[0]:h.conn_span[1]] == b" close"
+
+
+def test_a_remembered_head_followed_by_another_is_still_found_at_its_own_end() -> None:
+    """A buffer that ends with CRLFCRLF is looked up whole first (the usual single head, no search); two
+    pipelined heads, or a head and a body ending in CRLFCRLF, must still end at the first head."""
+    one = request(1)
+    assert parse_request_head(one) is not None and parse_request_head(one) is not None  # remembered, then found
+    for buf in (one + one, one + request(2), one + b"\r\n\r\n"):
+        h = parse_request_head(buf)
+        assert h is not None and h.raw_len == len(one) and h.target == "/1"
+    post = b"POST /p HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\n"
+    parse_request_head(post)
+    h = parse_request_head(post + b"\r\n\r\n")  # a body of CRLFCRLF
+    assert h is not None and h.raw_len == len(post) and h.content_length == 4
+    h = parse_request_head(bytearray(one))  # a bytearray reads as the same bytes
+    assert h is not None and h.raw_len == len(one)
 
 
 @settings(max_examples=600, deadline=None)

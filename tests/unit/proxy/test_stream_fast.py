@@ -214,3 +214,31 @@ def test_a_remembered_response_head_is_forwarded_as_the_first_time(tmp_path: Pat
                 assert seen[0][1].endswith(BODY)
     finally:
         memo.reset()
+
+
+def test_the_response_memo_hint_never_takes_a_body_for_a_head(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """The response memo first looks where the last head ended (servers answer with heads of one length). A
+    response with a shorter head whose body has CRLFCRLF at that offset is still read by its own head, and heads
+    of two lengths in turn are each found in the memo."""
+    memo = RESPONSE_MEMO
+    long_head = b"HTTP/1.1 200 OK\r\nServer: t\r\nX-Pad: " + b"p" * 40 + b"\r\nContent-Length: 5\r\n\r\n"
+    try:
+        memo.reset()
+        rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+        _, to_cli, _ = exchange(rt, route, conn, REQ_KA, long_head + BODY)
+        assert to_cli.endswith(b"\r\n\r\n" + BODY) and memo.last == len(long_head) - 4
+        for k in range(len(long_head)):  # k bytes, then CRLFCRLF exactly where the long head's ended
+            body = b"b" * k + b"\r\n\r\n" + b"tail"
+            short = b"HTTP/1.1 200 OK\r\nServer: t\r\nContent-Length: %d\r\n\r\n" % len(body)
+            if len(short) + k == memo.last:
+                break
+        assert (short + body)[memo.last:memo.last + 4] == b"\r\n\r\n"  # the trap: the hint lands in the body
+        for response in (short + body, long_head + BODY, short + body, long_head + BODY):
+            hits = memo.hits
+            rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+            to_srv, to_cli, s = exchange(rt, route, conn, REQ_KA, response)
+            assert to_cli == response and not s.transport.closing  # as received: keep-alive both sides
+            assert rt.pool.get(conn.server) is conn  # the response ended where its length said
+        assert memo.hits >= 2  # each head found again the second time
+    finally:
+        memo.reset()
