@@ -234,7 +234,6 @@ def test_the_response_memo_hint_never_takes_a_body_for_a_head(tmp_path: Path, lo
                 break
         assert (short + body)[memo.last:memo.last + 4] == b"\r\n\r\n"  # the trap: the hint lands in the body
         for response in (short + body, long_head + BODY, short + body, long_head + BODY):
-            hits = memo.hits
             rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
             to_srv, to_cli, s = exchange(rt, route, conn, REQ_KA, response)
             assert to_cli == response and not s.transport.closing  # as received: keep-alive both sides
