@@ -10,7 +10,8 @@ Rules (HAProxy §11 `http-reuse`):
   `never` stream keeps its connection private instead of pooling it.
 - Idle connections are purged after `IDLE_TIMEOUT` seconds (HAProxy's pool-purge-delay is 5 s) and at most
   `MAX_IDLE_PER_SERVER` are kept, so a burst does not pin thousands of sockets on the servers.
-- Write buffer limits are named here, they drive flow control in both directions (see stream.py).
+- Write buffer limits (HIGH_WATER/LOW_WATER, named in rawio.py, whose transports start with them) drive flow
+  control in both directions (see stream.py).
 - `connect()` opens every server connection (HTTP and TCP streams alike): plain TCP, or TLS for `server ... ssl`
   with the client context built when the configuration was loaded (proxy/tls.py). The SNI is `sni str(..)`, or
   the request's Host name for `sni req.hdr(host)`; no SNI otherwise. A failed handshake or a certificate that does
@@ -25,13 +26,13 @@ from collections import deque
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from balancier.proxy.rawio import HIGH_WATER, LOW_WATER  # the write buffer limits (flow control both ways)
+from balancier.proxy.rawio import RawTransport as _RawTransport
 from balancier.proxy.tls import sni_for
 
 if TYPE_CHECKING:
     from balancier.proxy.servers import Server
 
-HIGH_WATER = 256 * 1024  # pause reading the other side when a write buffer grows past this
-LOW_WATER = 64 * 1024  # ... and resume below this
 IDLE_TIMEOUT = 5.0
 MAX_IDLE_PER_SERVER = 256
 TLS_HANDSHAKE_TIMEOUT = 10.0  # bounded further by the stream's connect timeout
@@ -91,7 +92,8 @@ class ServerConn(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+        if type(transport) is not _RawTransport:  # rawio's starts with these limits (a call per connection less)
+            transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
         owner = self.owner

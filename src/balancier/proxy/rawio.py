@@ -53,8 +53,11 @@ import termios
 from collections.abc import Callable
 from typing import Any
 
-from balancier.proxy.pool import HIGH_WATER, LOW_WATER
-
+# The proxy's write buffer limits, for every transport (pool.py and stream.py set them on the loop's): past
+# HIGH_WATER queued bytes the other side of the stream stops being read, below LOW_WATER it is read again.
+# RawTransport starts with them.
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
 EPOLLIN, EPOLLOUT, EPOLLERR, EPOLLHUP = select.EPOLLIN, select.EPOLLOUT, select.EPOLLERR, select.EPOLLHUP
 EPOLLONESHOT = select.EPOLLONESHOT
 _IN_ERR_HUP = EPOLLIN | EPOLLERR | EPOLLHUP  # int | int is not specialised by the interpreter: made once here

@@ -185,7 +185,7 @@ class Route:
         self.xff_header = (bc.forwardfor or fc.forwardfor).header if ffs else "X-Forwarded-For"  # type: ignore[union-attr]
         self.xff_if_none = bool(ffs) and all(f.if_none for f in ffs)
         self._xff_except: list[list[Any]] = []
-        self._xff_cache: dict[str, str | None] = {}  # client ip -> header value: parsing an address per
+        self.xff_cache: dict[str, str | None] = {}  # client ip -> header value: parsing an address per
         # connection costs more than the rest of the accept path
         for f in ffs:
             nets = []
@@ -197,7 +197,7 @@ class Route:
         """The X-Forwarded-For value for this client, or None when no header is to be added."""
         if not self.xff_enabled or not client_ip:
             return None
-        cache = self._xff_cache
+        cache = self.xff_cache  # (stream.py looks it up first itself: a call per connection less)
         try:
             return cache[client_ip]
         except KeyError:

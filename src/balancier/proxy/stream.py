@@ -64,6 +64,7 @@ from balancier.proxy import httprules
 from balancier.proxy import queue as squeue
 from balancier.proxy.persistence import RequestPersistence
 from balancier.proxy.pool import HIGH_WATER, LOW_WATER
+from balancier.proxy.rawio import RawTransport
 from balancier.proxy.response import ResponseSide, raw_forwardable
 from balancier.proxy.serverside import (
     ACTIVE,
@@ -158,11 +159,16 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
     # ------------------------------------------------------------------ client transport events
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        peer = transport.get_extra_info("peername")
+        if type(transport) is RawTransport:  # its limits are HIGH_WATER/LOW_WATER from the start (no call)
+            peer = transport.peer
+        else:
+            transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
+            peer = transport.get_extra_info("peername")
         if peer:
             self.cip, self.cport = peer[0], peer[1]
-        self.xff = self.route.xff_value(self.cip)
+        route = self.route
+        xff: Any = route.xff_cache.get(self.cip, _UNKNOWN)  # Route.xff_value's cache, read here first
+        self.xff = route.xff_value(self.cip) if xff is _UNKNOWN else xff
         now = self.rt.loop.time()
         self.t_phase = now
         self.c_last = now
@@ -689,6 +695,7 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
 
 _NONE, _LENGTH, _CHUNKED = Framing.NONE, Framing.LENGTH, Framing.CHUNKED  # plain names: cheaper than Framing.X
 _CONN_PLAIN = frozenset(("close", "keep-alive"))
+_UNKNOWN = object()
 _TAILS: dict[tuple[str, str | None, bytes, bytes], bytes] = {}
 
 
