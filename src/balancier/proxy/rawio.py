@@ -443,14 +443,22 @@ def literal_family(host: str) -> int:
 
 class RawConnect:
     """A server connect on the layer, with what the stream uses of serverside.Connect: `start()`, `cancel()`,
-    the outcome in `value` ((transport, protocol)) or `error`, and `done(self)` called once when it ends (on a
-    later loop turn when the outcome is known inside `start()`, as Connect does). No coroutine, future or Task:
-    the connecting socket's epoll entry is this object."""
+    the outcome in `value` ((transport, protocol)) or `error`, and `done(self)` called once when it ends. No
+    coroutine, future or Task: the connecting socket's epoll entry is this object.
 
-    __slots__ = ("layer", "factory", "arg", "host", "port", "family", "done", "sock", "value", "error", "finished")
+    `first`: bytes to send as soon as the connection is up (the request). `start()` tries them right after
+    `connect`, as HAProxy does: on loopback the handshake is already over by then, and the write succeeds. Then
+    `sent` is True, what the socket did not take is queued on the transport, the connection reads at once (one
+    epoll registration, no wait for writability), and `done` is called inside `start()`: the server may answer
+    before a later loop turn, so its protocol must have its owner by then. Any other outcome known inside
+    `start()` (refused at once) is reported on a later loop turn, as Connect does; a connect still in progress
+    (the write said EAGAIN) waits for one epoll report of writability and leaves the first bytes to the caller."""
+
+    __slots__ = ("layer", "factory", "arg", "host", "port", "family", "done", "sock", "value", "error", "finished",
+                 "first", "sent")
 
     def __init__(self, layer: Layer, factory: Callable[[Any], Any], arg: Any, host: str, port: int, family: int,
-                 done: Callable[[RawConnect], None]) -> None:
+                 done: Callable[[RawConnect], None], first: bytes = b"") -> None:
         self.layer = layer
         self.factory = factory
         self.arg = arg
@@ -462,18 +470,35 @@ class RawConnect:
         self.value: Any = None
         self.error: BaseException | None = None
         self.finished = False
+        self.first = first
+        self.sent = False
 
     def start(self) -> None:
         sock = _new_socket(self.family, _STREAM_NONBLOCK)
         sock.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, 1)
         err = sock.connect_ex((self.host, self.port))
         if err == _EINPROGRESS:
-            self.sock = sock
-            fd = sock.fileno()
-            layer = self.layer
-            layer.table[fd] = self
-            layer.ep.register(fd, _OUT_ONESHOT)  # one report; the transport re-arms the entry
-            return
+            first = self.first
+            if first:
+                try:
+                    n = _write(sock.fileno(), first)
+                except _AGAIN:  # still connecting
+                    n = -1
+                except OSError as exc:  # refused, reset: the connect failed
+                    n = -1
+                    err = exc.errno or errno.EIO
+                if n >= 0:
+                    self.sent = True
+                    self._outcome(sock, 0, False, first[n:] if n < len(first) else b"")
+                    self.done(self)
+                    return
+            if err == _EINPROGRESS:
+                self.sock = sock
+                fd = sock.fileno()
+                layer = self.layer
+                layer.table[fd] = self
+                layer.ep.register(fd, _OUT_ONESHOT)  # one report; the transport re-arms the entry
+                return
         self._outcome(sock, err, False)
         self.layer.loop.call_soon(self.done, self)
 
@@ -486,7 +511,7 @@ class RawConnect:
         self._outcome(sock, err, True)
         self.done(self)
 
-    def _outcome(self, sock: Any, err: int, registered: bool) -> None:
+    def _outcome(self, sock: Any, err: int, registered: bool, rest: bytes = b"") -> None:
         self.finished = True
         if err:
             if registered:
@@ -499,6 +524,8 @@ class RawConnect:
                           _OUT_ONESHOT if registered else 0)
         proto = self.factory(self.arg)
         tr.start(proto)  # replaces this object in the table
+        if rest:  # the part of the first bytes the socket did not take at once
+            tr.write(rest)
         self.value = (tr, proto)
 
     def cancel(self) -> None:

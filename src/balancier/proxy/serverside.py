@@ -188,7 +188,8 @@ class ServerSide:
         attempt: Any
         if io is not None and srv.raw_family and self.route.conn_mode != KAL:
             # a plain connection for one request (SCL, CLO) to an address literal: on the runtime's rawio layer
-            attempt = RawConnect(io, ServerConn, srv, host, port, srv.raw_family, self._connected)
+            # (the request goes with the connect: sent at once when the handshake is over, see RawConnect)
+            attempt = RawConnect(io, ServerConn, srv, host, port, srv.raw_family, self._connected, self.out)
         else:  # pool.connect: TLS for `server ... ssl` (SNI possibly from this request's Host), or the loop's TCP
             attempt = Connect(rt.loop, connect(rt.loop, srv, host, port, self.head), self._connected)
         self.task = attempt
@@ -214,9 +215,10 @@ class ServerSide:
                 self._connect_failed(timeout=False)
             return
         now = self.t_connected = self.rt.loop.time()
-        self._attach(task.value[1], now)
+        self._attach(task.value[1], now, task.sent)
 
-    def _attach(self, conn: ServerConn, now: float) -> None:
+    def _attach(self, conn: ServerConn, now: float, sent: bool = False) -> None:
+        """Start the request on `conn`: its bytes (`out`) go out now, unless the connect `sent` them already."""
         self.sconn = conn
         # HttpStream implements the ConnOwner callbacks; no typing.cast(): it is a call per request
         conn.owner = self  # type: ignore[assignment]
@@ -234,7 +236,8 @@ class ServerSide:
             self.s_read_paused = True
             conn.transport.pause_reading()
         assert conn.transport is not None
-        conn.transport.write(out)
+        if not sent:
+            conn.transport.write(out)
 
     def _connect_failed(self, timeout: bool) -> None:
         srv = self.srv
@@ -280,6 +283,7 @@ class Connect:
     so the stream never re-enters its own connect (or a queue hand-over) while still inside it."""
 
     __slots__ = ("loop", "coro", "done", "fut", "value", "error", "cancelling", "finished", "starting")
+    sent = False  # the request is the stream's to send (RawConnect may have sent it with the connect)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coro: Any, done: Callable[[Connect], None]) -> None:
         self.loop = loop

@@ -370,8 +370,10 @@ def test_cancelled_connect_ends_once_and_leaves_nothing_open(loop: asyncio.Abstr
             f.connect_ex(full.getsockname())
             fillers.append(f)
         host, port = full.getsockname()
-        c = rawio.RawConnect(layer, lambda _arg: Proto(), None, host, port, socket.AF_INET, ends.append)
+        # with first bytes: the write finds the connect in progress (EAGAIN), so it waits as without them
+        c = rawio.RawConnect(layer, lambda _arg: Proto(), None, host, port, socket.AF_INET, ends.append, b"req")
         c.start()
+        assert not c.sent and ends == [] and len(layer.table) == 1
         loop.run_until_complete(asyncio.sleep(0.05))
         c.cancel()
         assert not layer.table  # its socket is closed at once
@@ -384,6 +386,77 @@ def test_cancelled_connect_ends_once_and_leaves_nothing_open(loop: asyncio.Abstr
         for f in fillers:
             f.close()
         full.close()
+
+
+def test_connect_sends_its_first_bytes_at_once(loop: asyncio.AbstractEventLoop, layer: rawio.Layer,
+                                               listening: socket.socket) -> None:
+    """On loopback the handshake is over when connect returns: the first bytes go out inside start(), and done
+    is called there too (the answer may come before a later turn); the connection then reads as usual."""
+    ends: list[rawio.RawConnect] = []
+    host, port = listening.getsockname()
+    c = rawio.RawConnect(layer, lambda _arg: Proto(), None, host, port, socket.AF_INET, ends.append,
+                         b"GET / HTTP/1.1\r\n\r\n")
+    c.start()
+    assert ends == [c] and c.sent and c.error is None
+    tr, proto = c.value
+    assert proto.events == ["made"] and layer.table[tr.fd] is tr
+    peer, _ = listening.accept()
+    try:
+        peer.settimeout(2)
+        assert peer.recv(100) == b"GET / HTTP/1.1\r\n\r\n"
+        peer.sendall(b"answer")
+        peer.shutdown(socket.SHUT_WR)
+        spin(loop, lambda: "lost" in proto.events)
+        assert proto.data == b"answer" and proto.events == ["made", "eof", "lost"]
+    finally:
+        peer.close()
+    assert ends == [c]
+
+
+def test_connect_queues_the_first_bytes_the_socket_does_not_take(loop: asyncio.AbstractEventLoop,
+                                                                 layer: rawio.Layer,
+                                                                 listening: socket.socket) -> None:
+    first = bytes(range(256)) * (64 * 1024)  # 16 MiB: more than the socket takes at once
+    ends: list[rawio.RawConnect] = []
+    host, port = listening.getsockname()
+    c = rawio.RawConnect(layer, lambda _arg: Proto(), None, host, port, socket.AF_INET, ends.append, first)
+    c.start()
+    assert ends == [c] and c.sent
+    tr, _ = c.value
+    assert 0 < tr.get_write_buffer_size() < len(first)  # the rest waits in the transport's queue
+    peer, _ = listening.accept()
+    got: list[bytes] = []
+
+    def read() -> None:
+        peer.settimeout(5)
+        n = 0
+        while n < len(first):
+            chunk = peer.recv(1 << 20)
+            if not chunk:
+                break
+            got.append(chunk)
+            n += len(chunk)
+
+    th = threading.Thread(target=read)
+    th.start()
+    try:
+        spin(loop, lambda: not th.is_alive(), timeout=10)
+        assert b"".join(got) == first and tr.get_write_buffer_size() == 0
+    finally:
+        th.join(5)
+        peer.close()
+        tr.abort()
+
+
+def test_connect_with_first_bytes_refused_is_reported_later(loop: asyncio.AbstractEventLoop,
+                                                            layer: rawio.Layer) -> None:
+    ends: list[rawio.RawConnect] = []
+    c = rawio.RawConnect(layer, lambda _arg: Proto(), None, "127.0.0.1", closed_port(), socket.AF_INET, ends.append,
+                         b"request")
+    c.start()
+    assert ends == [] and not c.sent  # a failure is never reported inside start()
+    spin(loop, lambda: len(ends) == 1)
+    assert isinstance(c.error, ConnectionRefusedError) and c.value is None and not layer.table
 
 
 def test_literal_family() -> None:
