@@ -319,13 +319,13 @@ class Runtime:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        from balancier.proxy.stream import HttpStream
+        from balancier.proxy.stream import new_stream
         from balancier.proxy.tcp import TcpStream
 
         for route in self.routes:
             factory: Callable[[], asyncio.BaseProtocol]
             if route.mode == "http":
-                factory = _factory(HttpStream, self, route)
+                factory = _factory(new_stream, self, route)
             else:
                 factory = _factory(TcpStream, self, route)
             for lst in route.fe.listeners:
@@ -596,7 +596,7 @@ def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
     return on_event
 
 
-def _factory(cls: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:
-    # a partial, not a closure: the event loop calls it once per accepted connection, and a partial of the class
-    # runs no Python frame of its own
-    return functools.partial(cls, rt, route)
+def _factory(make: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:
+    # a partial, not a closure: the event loop calls it once per accepted connection, and a partial of a class
+    # (or of stream.new_stream) runs no Python frame of its own besides the constructor's
+    return functools.partial(make, rt, route)
