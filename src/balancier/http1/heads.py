@@ -102,7 +102,11 @@ class RequestHead:
     """A parsed request head. A plain class with slots rather than a dataclass: the parser's fast path fills a
     bare instance field by field (no ``__init__`` frame, ~1/4 of the cost of building one per request) and the
     stream's reads of its slots stay specialised. A new field must be set in ``__init__`` and in that fast path
-    (an unset slot raises AttributeError when read)."""
+    (an unset slot raises AttributeError when read).
+
+    A head is never changed once parsed (a rule that changes fields makes a new one): the memo of heads seen
+    before (REQUEST_MEMO) hands the same object to every request whose head has the same bytes. Only the
+    fields' split (`headers`, from the text) is filled in later, the same for all of them."""
 
     __slots__ = ("method", "target", "version", "_headers", "framing", "content_length", "keep_alive",
                  "expect_continue", "connection_tokens", "raw_len", "normalised", "has_cookie", "plain", "_text",
@@ -299,7 +303,6 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
                 m = _req_fast_match(text)
             except SystemError:  # see _REQ_FAST_RE (a try costs nothing in Python 3.11 until it catches)
                 m = None
-            common = m is not None
             if m is not None:
                 h = _new_request_head(RequestHead)
                 h.method, h.target, conn, cookie, length, expect, _ = m.groups()  # the last one: Host
@@ -323,28 +326,22 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
                     h.plain = bool(tokens)  # an empty Connection field is removed, not forwarded
                 h.expect_continue = expect is not None and expect.rstrip(" \t").lower() == "100-continue"
                 h.has_cookie = cookie is not None
-                if memo.on:  # the text too: a head found again is not decoded again
-                    memo.note(key, (text, h.method, h.target, h.content_length, h.framing, h.connection_tokens,
-                                    h.keep_alive, h.plain, h.conn_span, h.expect_continue, h.has_cookie))
-            elif memo.on:
+                h.version = "HTTP/1.1"
+                h._headers = None
+                h.raw_len = end + 4
+                h.normalised = False
+                h._text = text
+                if memo.on:  # the head itself: found again, it is returned as it is (heads are never changed)
+                    memo.note(key, h)
+                return h
+            if memo.on:
                 memo.note(key, False)
         elif e:
             memo.hits += 1
-            h = _new_request_head(RequestHead)
-            (text, h.method, h.target, h.content_length, h.framing, h.connection_tokens, h.keep_alive, h.plain,
-             h.conn_span, h.expect_continue, h.has_cookie) = e
-            common = True
+            return e  # type: ignore[no-any-return]
         else:
             memo.hits += 1
-            common = False
             text = key.decode("latin-1")
-        if common:
-            h.version = "HTTP/1.1"
-            h._headers = None
-            h.raw_len = end + 4
-            h.normalised = False
-            h._text = text
-            return h
         if buf[0] != 13:  # no empty line before the request line: ``text`` is the whole head
             return _parse_request_text(text, 0, end, max_headers)
     return _parse_request_full(buf, limit, max_headers)
@@ -354,7 +351,8 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
 # heads often come again: a server answers a page or a file with the same head until its Date field moves (once a
 # second), a client polls the same URL, a benchmark repeats one request. Matching a head costs ~20-30
 # instructions per byte (~13 k for a 155-byte nginx response head); looking its bytes up in a dict ~1 k. An
-# entry holds what the fast path reads from the match, or False when the head is not the fast path's (the full
+# entry holds what the fast path made of the head (the request head itself, which is never changed; for a
+# response, what the proxy reads from the match), or False when the head is not the fast path's (the full
 # parser then decides, every time: nothing but "not common" is remembered of an unusual or invalid head).
 # Where heads do not come again (every request its own URL and cookies, every response its own length), a
 # miss costs the lookup and the store on top of the match: the memo judges itself over windows of MEMO_WINDOW

@@ -335,6 +335,8 @@ def test_a_remembered_request_reads_as_the_first_time() -> None:
     assert first == again == outcome_request(buf, False)
     h = parse_request_head(buf)  # from the memo: the Connection value's span too
     assert h is not None and h.conn_span is not None and buf[h.conn_span[0]:h.conn_span[1]] == b" close"
+    assert parse_request_head(buf) is h  # the head itself is remembered (never changed once parsed)
+    assert h.headers == parse_request_head(buf, fast=False).headers  # its fields, split once for everyone
 
 
 def test_a_remembered_head_followed_by_another_is_still_found_at_its_own_end() -> None:
