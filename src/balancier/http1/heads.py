@@ -371,7 +371,7 @@ class HeadMemo:
     ``entries`` while ``on``, count ``hits``, call ``note`` for a head not found, and ``skip`` for a head read
     while off."""
 
-    __slots__ = ("entries", "on", "hits", "misses", "paused", "last")
+    __slots__ = ("entries", "on", "hits", "misses", "paused", "last", "last_key", "last_entry")
 
     def __init__(self) -> None:
         self.entries: dict[Any, Any] = {}
@@ -385,6 +385,8 @@ class HeadMemo:
         self.hits = 0  # lookups that found their head, in this window
         self.misses = 0  # heads looked up and not found, in this window
         self.paused = 0  # heads still to read without the memo before it tries again
+        self.last_key: Any = None  # the response memo's user: the last head found or noted, and its entry
+        self.last_entry: Any = None
 
     def note(self, key: Any, entry: Any) -> None:
         """A head looked up and not found (the memo is on): ``entry`` is the fast path's reading of it."""

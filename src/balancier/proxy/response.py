@@ -178,7 +178,10 @@ class ResponseSide:
             e = None
             if data[end:end + 4] == b"\r\n\r\n" and end + 4 <= self.rt.bufsize:
                 key = data[:end]
-                e = memo.entries.get(key)
+                if key == memo.last_key:  # the last response's head again (same servers, same second): no hash
+                    e = memo.last_entry
+                else:
+                    e = memo.entries.get(key)
             if e is None:
                 end = data.find(b"\r\n\r\n", 0, self.rt.bufsize)
                 if end < 0:
@@ -186,6 +189,9 @@ class ResponseSide:
                 key = data[:end]
                 e = memo.entries.get(key)
                 memo.last = end
+            if e is not None and key is not memo.last_key:
+                memo.last_key = key
+                memo.last_entry = e
         else:
             e = None
             memo.skip()
@@ -208,7 +214,9 @@ class ResponseSide:
             # after the 11 bytes "connection:" (see heads._RESP_FAST_RE)
             c0, c1 = (-1, -1) if conn is None else (m.start(3) - 13, m.end(3))
             if key is not None:
-                memo.note(key, (status, rlen, left, c0, c1, srv_ka, set_cookie))
+                memo.last_key = key
+                memo.last_entry = (status, rlen, left, c0, c1, srv_ka, set_cookie)
+                memo.note(key, memo.last_entry)
         elif e:
             memo.hits += 1
             status, rlen, left, c0, c1, srv_ka, set_cookie = e
