@@ -136,7 +136,7 @@ class Layer:
 class RawTransport(asyncio.Transport):
     """A plain TCP connection on the layer's epoll set (see the module's rules).
 
-    The state lives in slots, every one set by `new_transport`: an attribute read is then a slot read. (Defaults
+    The state lives in slots, every one set by `open_transport`: an attribute read is then a slot read. (Defaults
     kept on the class cost less to create, but Python 3.11 does not specialise reading a class attribute through
     an instance: each such read took the generic lookup, ~200 instructions, several times per connection.)"""
 
@@ -158,24 +158,10 @@ class RawTransport(asyncio.Transport):
     closed: bool
     protocol: Any
 
-    if TYPE_CHECKING:  # made by new_transport() below (no __init__: see there)
+    if TYPE_CHECKING:  # made and started by open_transport() below (no __init__: see there)
 
-        def __init__(self, layer: Layer, fd: int, peer: Any, family: int, mask: int = 0) -> None:
+        def __init__(self) -> None:
             ...
-
-    def start(self, protocol: Any) -> None:
-        """Attach the protocol, tell it (`connection_made`) and start reading."""
-        self.protocol = protocol
-        layer = self.layer
-        layer.table[self.fd] = self
-        protocol.connection_made(self)
-        if self.closing:
-            return
-        if self.mask == 0 and self.reading and self.wbuf is None:  # the usual start: _interest written out
-            layer.ep.register(self.fd, EPOLLIN)
-            self.mask = EPOLLIN
-        else:
-            self._interest()
 
     # ------------------------------------------------------------------ the epoll interest
     def _interest(self) -> None:
@@ -384,10 +370,13 @@ class RawTransport(asyncio.Transport):
             protocol.connection_lost(exc)
 
 
-def new_transport(layer: Layer, fd: int, peer: Any, family: int, mask: int = 0) -> RawTransport:
-    """A RawTransport for the connected socket `fd`, not yet started. A plain function rather than the class's
-    constructor: calling a class runs its __init__ through the type's generic slot (argument tuple, lookup, a
-    frame of its own), ~120 ns more per object, twice per `option httpclose` request."""
+def open_transport(layer: Layer, fd: int, peer: Any, family: int, protocol: Any, mask: int = 0) -> RawTransport:
+    """A RawTransport for the connected socket `fd`, started: attached to `protocol`, which hears
+    `connection_made`, and reading. `mask`: the socket's epoll entry when it has one already (a connect's).
+
+    A plain function rather than the class's constructor and a start method: calling a class runs its __init__
+    through the type's generic slot (argument tuple, lookup, a frame of its own, ~120 ns), and each call a frame;
+    this runs twice per `option httpclose` request."""
     tr = _new_object(RawTransport)
     tr.layer = layer
     tr.fd = fd
@@ -402,7 +391,16 @@ def new_transport(layer: Layer, fd: int, peer: Any, family: int, mask: int = 0) 
     tr.reading = True
     tr.closing = False
     tr.closed = False
-    tr.protocol = None
+    tr.protocol = protocol
+    layer.table[fd] = tr
+    protocol.connection_made(tr)
+    if tr.closing:
+        return tr
+    if tr.mask == 0 and tr.wbuf is None and tr.reading:  # the usual start: _interest written out
+        layer.ep.register(fd, EPOLLIN)
+        tr.mask = EPOLLIN
+    else:
+        tr._interest()
     return tr
 
 
@@ -448,7 +446,7 @@ class RawServer:
                     return
                 continue  # ECONNABORTED and the like: that client is gone, take the next one
             _ioctl(fd, _FIONBIO, _ON)
-            new_transport(layer, fd, peer, family).start(factory())
+            open_transport(layer, fd, peer, family, factory())
 
 
 def enabled() -> bool:
@@ -555,11 +553,10 @@ class RawConnect:
             sock.close()  # also takes it out of the epoll set
             self.error = OSError(err, f"Connect call failed {(self.host, self.port)}: {os.strerror(err)}")
             return
-        # registered: the (disarmed) EPOLLONESHOT entry of the wait stays, start() modifies it
-        tr = new_transport(self.layer, sock.detach(), (self.host, self.port), self.family,
-                          _OUT_ONESHOT if registered else 0)
+        # registered: the (disarmed) EPOLLONESHOT entry of the wait stays, open_transport modifies it
         proto = self.factory(self.arg)
-        tr.start(proto)  # replaces this object in the table
+        tr = open_transport(self.layer, sock.detach(), (self.host, self.port), self.family, proto,
+                            _OUT_ONESHOT if registered else 0)  # replaces this object in the table
         if rest:  # the part of the first bytes the socket did not take at once
             tr.write(rest)
         self.value = (tr, proto)
