@@ -185,6 +185,11 @@ class Route:
         self.xff_header = (bc.forwardfor or fc.forwardfor).header if ffs else "X-Forwarded-For"  # type: ignore[union-attr]
         self.xff_if_none = bool(ffs) and all(f.if_none for f in ffs)
         self._xff_except: list[list[Any]] = []
+        # stream.py: the tail of the last HTTP/1.1 request head made without set-header fields, and the
+        # X-Forwarded-For value (an object of xff_cache) it was made for; a new connection from the same client
+        # takes it without a lookup
+        self.tail_xff: Any = _NO_XFF_YET
+        self.tail = b""
         self.xff_cache: dict[str, str | None] = {}  # client ip -> header value: parsing an address per
         # connection costs more than the rest of the accept path
         for f in ffs:
@@ -594,6 +599,9 @@ def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
             squeue.wake_backend(backend)
 
     return on_event
+
+
+_NO_XFF_YET = object()
 
 
 def _factory(make: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:

@@ -412,9 +412,16 @@ class HttpStream(ResponseSide, ServerSide, asyncio.Protocol):
                 # unless keep-alive)
                 tail = self.req_tail
                 if tail is None or added is not self.tail_plan:
-                    tail = self.req_tail = _request_tail(
-                        route.xff_header, xff, b"" if route.conn_mode == KAL else b"Connection: close\r\n",
-                        b"" if added is None else added.lines)
+                    if added is None and xff is route.tail_xff:  # the route's last client address again
+                        tail = route.tail
+                    else:
+                        tail = _request_tail(
+                            route.xff_header, xff, b"" if route.conn_mode == KAL else b"Connection: close\r\n",
+                            b"" if added is None else added.lines)
+                        if added is None:
+                            route.tail_xff = xff
+                            route.tail = tail
+                    self.req_tail = tail
                     self.tail_plan = added
                 if tokens:
                     return fields_without_connection(raw, rlen, head.conn_span) + tail

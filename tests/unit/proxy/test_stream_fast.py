@@ -241,3 +241,31 @@ def test_the_response_memo_hint_never_takes_a_body_for_a_head(tmp_path: Path, lo
         assert memo.hits >= 2  # each head found again the second time
     finally:
         memo.reset()
+
+
+class ClientAt(Recorder):
+    """A client transport at a given address."""
+
+    def __init__(self, ip: str) -> None:
+        super().__init__()
+        self.ip = ip
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return (self.ip, 40000) if name == "peername" else super().get_extra_info(name, default)
+
+
+def test_each_client_gets_its_own_forwarded_for_on_new_connections(tmp_path: Path,
+                                                                   loop: asyncio.AbstractEventLoop) -> None:
+    """The route remembers the tail (X-Forwarded-For line, blank line) of its last new connection's request;
+    connections from other addresses, and back from the first one, still get their own address."""
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    for ip in ("10.0.0.1", "10.0.0.2", "10.0.0.2", "10.0.0.1", "192.0.2.7"):
+        s = HttpStream(rt, route)
+        s.connection_made(ClientAt(ip))
+        s.data_received(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert s.sconn is conn
+        conn.data_received(RESP_KA)
+        server_tr = conn.transport
+        assert isinstance(server_tr, Recorder)
+        assert server_tr.data == b"GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: %s\r\n\r\n" % ip.encode()
+        server_tr.data = b""
