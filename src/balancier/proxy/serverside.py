@@ -230,7 +230,11 @@ class ServerSide:
         out = self.out
         self.out = b""
         self.replay = out if self.reused else None
-        if self.cpause & PAUSE_SRV_FULL and not conn.write_paused:
+        if conn.write_paused:
+            # its queue is past the high-water mark already (what a connect sent with it, before this stream
+            # owned it and could hear pause_writing): hold the client until it drains
+            self._pause_client(PAUSE_SRV_FULL)
+        elif self.cpause & PAUSE_SRV_FULL:
             self._resume_client(PAUSE_SRV_FULL)
         if self.c_write_paused and conn.transport is not None:
             self.s_read_paused = True

@@ -269,3 +269,17 @@ def test_each_client_gets_its_own_forwarded_for_on_new_connections(tmp_path: Pat
         assert isinstance(server_tr, Recorder)
         assert server_tr.data == b"GET /x HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: %s\r\n\r\n" % ip.encode()
         server_tr.data = b""
+
+
+def test_a_server_connection_already_full_holds_the_client(tmp_path: Path, loop: asyncio.AbstractEventLoop) -> None:
+    """A server connection whose queue is past the high-water mark when the stream takes it (a connect that sent
+    the request with it, before the stream could hear pause_writing) pauses the client until it drains."""
+    rt, route, conn = setup(tmp_path, loop, "    http-reuse always\n")
+    conn.write_paused = True
+    s = HttpStream(rt, route)
+    client = Recorder()
+    s.connection_made(client)
+    s.data_received(b"POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n01234")
+    assert s.sconn is conn and not client.reading  # held
+    conn.resume_writing()  # drained below the low-water mark
+    assert client.reading
