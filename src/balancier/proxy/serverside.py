@@ -88,6 +88,9 @@ class ServerSide:
         def _resume_client(self, why: int) -> None:
             ...
 
+        def _pause_client(self, why: int) -> None:
+            ...
+
     def _assign(self, persistent: Server | None) -> None:
         be = self.route.be
         backend = be.backend
