@@ -101,12 +101,14 @@ class Layer:
         lost = self.lost = []
         try:
             for fd, ev in self._poll(0, POLL_EVENTS):
-                obj = table.get(fd)
-                if obj is not None:
-                    try:
-                        obj.on_event(ev)
-                    except Exception as exc:  # a protocol's bug: report it, end that connection, serve the others
-                        self._report(exc, obj)
+                try:
+                    obj = table[fd]  # a subscript, not .get(): a method call less per event
+                except KeyError:  # torn down by an earlier event of this batch
+                    continue
+                try:
+                    obj.on_event(ev)
+                except Exception as exc:  # a protocol's bug: report it, end that connection, serve the others
+                    self._report(exc, obj)
             for tr, why in lost:  # in order; a connection_lost may tear down more transports: they join the list
                 protocol = tr.protocol  # RawTransport._lost, written out
                 if protocol is not None:
