@@ -321,6 +321,22 @@ def listening() -> Iterator[socket.socket]:
         srv.close()
 
 
+def answer(loop: asyncio.AbstractEventLoop, listening: socket.socket, proto: Proto, expect: bytes,
+           reply: bytes) -> None:
+    """The server side of a connect: accept it, check it received `expect`, send `reply` and end; the connect's
+    protocol hears the reply, then the end of input, then its connection's end."""
+    peer, _ = listening.accept()
+    try:
+        peer.settimeout(2)
+        assert peer.recv(100) == expect
+        peer.sendall(reply)
+        peer.shutdown(socket.SHUT_WR)
+        spin(loop, lambda: "lost" in proto.events)
+        assert proto.data == reply and proto.events == ["made", "eof", "lost"]
+    finally:
+        peer.close()
+
+
 def test_connect_succeeds_and_moves_bytes(loop: asyncio.AbstractEventLoop, layer: rawio.Layer,
                                           listening: socket.socket) -> None:
     ends: list[rawio.RawConnect] = []
@@ -331,17 +347,8 @@ def test_connect_succeeds_and_moves_bytes(loop: asyncio.AbstractEventLoop, layer
     spin(loop, lambda: len(ends) == 1)
     tr, proto = c.value
     assert c.error is None and proto.transport is tr and proto.events == ["made"]
-    peer, _ = listening.accept()
-    try:
-        tr.write(b"request")
-        peer.settimeout(2)
-        assert peer.recv(100) == b"request"
-        peer.sendall(b"response")
-        peer.shutdown(socket.SHUT_WR)
-        spin(loop, lambda: "lost" in proto.events)
-        assert proto.data == b"response" and proto.events == ["made", "eof", "lost"]
-    finally:
-        peer.close()
+    tr.write(b"request")
+    answer(loop, listening, proto, b"request", b"response")
     loop.run_until_complete(asyncio.sleep(0.05))
     assert len(ends) == 1
 
@@ -400,16 +407,7 @@ def test_connect_sends_its_first_bytes_at_once(loop: asyncio.AbstractEventLoop, 
     assert ends == [c] and c.sent and c.error is None
     tr, proto = c.value
     assert proto.events == ["made"] and layer.table[tr.fd] is tr
-    peer, _ = listening.accept()
-    try:
-        peer.settimeout(2)
-        assert peer.recv(100) == b"GET / HTTP/1.1\r\n\r\n"
-        peer.sendall(b"answer")
-        peer.shutdown(socket.SHUT_WR)
-        spin(loop, lambda: "lost" in proto.events)
-        assert proto.data == b"answer" and proto.events == ["made", "eof", "lost"]
-    finally:
-        peer.close()
+    answer(loop, listening, proto, b"GET / HTTP/1.1\r\n\r\n", b"answer")
     assert ends == [c]
 
 
