@@ -278,7 +278,8 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
     if type(buf) is not bytes:
         buf = bytes(buf)  # memo keys are bytes (a bytearray is not hashable)
     memo = REQUEST_MEMO
-    e = None
+    e: Any = None
+    key: Any = None
     if buf[-4:] == b"\r\n\r\n" and memo.on and fast and max_headers >= MAX_HEADERS and len(buf) <= limit:
         # the usual read: one whole head and nothing after it. A memo key is a head up to the CRLF of its last
         # field, so it holds no CRLFCRLF: found, the head ends where the buffer does, without a search
@@ -291,7 +292,7 @@ def parse_request_head(buf: bytes | bytearray, limit: int = 16384, *,
     # end == 0: the buffer starts with empty lines; a head with more fields than the fast grammar takes
     # (MAX_HEADERS) is the full parser's when the caller allows fewer
     if end > 0 and fast and max_headers >= MAX_HEADERS:
-        if e is None:
+        if e is None and (key is None or end != len(buf) - 4):  # (else: that key, looked up already)
             key = buf[:end + 2]
             if memo.on:
                 e = memo.entries.get(key)

@@ -183,12 +183,14 @@ class ResponseSide:
                 else:
                     e = memo.entries.get(key)
             if e is None:
+                hint = end if key is not None else -1  # where a key was looked up already
                 end = data.find(b"\r\n\r\n", 0, self.rt.bufsize)
                 if end < 0:
                     return False
-                key = data[:end]
-                e = memo.entries.get(key)
-                memo.last = end
+                if end != hint:
+                    key = data[:end]
+                    e = memo.entries.get(key)
+                    memo.last = end
             if e is not None and key is not memo.last_key:
                 memo.last_key = key
                 memo.last_entry = e
