@@ -4,7 +4,8 @@ Why: with a client and a server connection per request (`option httpclose`), the
 cost more than the proxy's work. Measured per request under wrk (strace, bench/PERF.md seventh pass): on uvloop
 21 syscalls, here 14.5 (getsockname and getpeername on every new uvloop transport, TCP_NODELAY again on every
 accepted socket, SO_ERROR after every connect, io_uring flushes of its epoll changes, a loop turn per request);
-balancier's CPU per `option httpclose` request fell by a fifth. Keep-alive sides stay on the loop's transports:
+balancier's CPU per `option httpclose` request fell by a fifth. 13.2 since a connect sends the request with it
+(eighth pass). Keep-alive sides stay on the loop's transports:
 per event, uvloop's C costs fewer instructions than a transport in Python.
 
 Where it is used: the listeners of HTTP frontends with `option httpclose` (runtime.py), and plain connections
@@ -32,10 +33,12 @@ Rules:
   accepted socket non-blocking and gives it a transport and a protocol from the listener's factory. `pause()`
   takes the listening descriptor out of the set: clients wait in the kernel backlog, as with uvloop's server.
   Accepted sockets inherit TCP_NODELAY from the listening socket (set once, when the RawServer is made).
-- `RawConnect` opens a server connection: a non-blocking socket with TCP_NODELAY, `connect`, one epoll report of
-  writability, SO_ERROR; then the transport takes the same epoll entry. Cancelled while waiting, it closes its
-  socket. Host names were resolved when the
-  configuration was loaded; a host that is not an address literal is left to the loop (`literal_family`).
+- `RawConnect` opens a server connection: a non-blocking socket with TCP_NODELAY and `connect`; then the first
+  bytes (the request) are written at once, which succeeds when the handshake is already over (loopback), and
+  the transport registers for reading. A write that finds the connect in progress waits for one epoll report of
+  writability (SO_ERROR read only when it says error or hang-up), then the transport takes the same epoll entry.
+  Cancelled while waiting, it closes its socket. Host names were resolved when the configuration was loaded; a
+  host that is not an address literal is left to the loop (`literal_family`).
 - A protocol callback that raises is reported to the loop's exception handler and its connection aborted; the
   other ready connections are still served.
 """
@@ -327,7 +330,8 @@ class RawTransport(asyncio.Transport):
         if self.wbuf:
             self._interest()  # writable only: the queue goes out, then _flush tears down
             return
-        # _teardown(None) written out: the usual end of both connections of an `option httpclose` request
+        # _teardown(None) written out: the usual end of both connections of an `option httpclose` request (the
+        # call costs ~0.7k instructions per such request: profile_load.py --mode seed-httpclose --callgrind)
         self.closed = True
         layer = self.layer
         layer.table.pop(self.fd, None)

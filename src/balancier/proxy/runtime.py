@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from balancier.http1 import RequestHead
 
 _MODE_RANK = {"kal": 0, "scl": 1, "clo": 2}
+_NO_XFF_YET = object()  # Route.tail_xff before any request tail was made
 BALANCE_SLACK = 2  # connections a worker may hold beyond its share of a frontend's before it stops accepting there
 BALANCE_POLL = 0.005  # seconds between two looks at the shares while a frontend is paused for balance
 
@@ -599,9 +600,6 @@ def _queue_keeper(be: BackendRt) -> Callable[[Any], None]:
             squeue.wake_backend(backend)
 
     return on_event
-
-
-_NO_XFF_YET = object()
 
 
 def _factory(make: Any, rt: Runtime, route: Route) -> Callable[[], asyncio.BaseProtocol]:

@@ -735,10 +735,10 @@ def _storer(name: str, fields: dict[str, Any], args: tuple[str, ...] = (), make:
 
 # HttpStream's constructor is generated as well: a new connection costs one Python frame, not two
 HttpStream.__init__ = _storer("__init__", _CONN_DEFAULTS, ("rt", "route"))  # type: ignore[method-assign]
+HttpStream.__init__.__qualname__ = "HttpStream.__init__"
 # ... and what the listeners call per accepted connection: the same stores on a new instance, without the type's
 # generic call of __init__ (argument tuple, lookup, a second frame; ~120 ns a connection)
 new_stream = _storer("new_stream", _CONN_DEFAULTS, ("rt", "route"), HttpStream)
-HttpStream.__init__.__qualname__ = "HttpStream.__init__"
 _reset_request = _storer("_reset_request", _REQUEST_DEFAULTS)
 
 
