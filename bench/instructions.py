@@ -100,6 +100,14 @@ def client(port: int, n: int, mode: str) -> None:
     s.close()
 
 
+def total(out_file: Path) -> int:
+    """The instructions callgrind counted (its `totals:` line)."""
+    m = re.search(r"^totals:\s*(\d+)", out_file.read_text(errors="replace"), re.M)
+    if m is None:
+        raise SystemExit(f"no totals in {out_file}")
+    return int(m.group(1))
+
+
 def by_object(out_file: Path, n: int) -> list[tuple[str, float]]:
     text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", str(out_file)],
                           capture_output=True, text=True).stdout
@@ -214,10 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             elapsed = time.monotonic() - t0
             proxy.send_signal(2)
             proxy.wait(60)
-            m = re.search(r"^totals:\s*(\d+)", out.read_text(errors="replace"), re.M)
-            if m is None:
-                raise SystemExit(f"no totals in {out}")
-            per = int(m.group(1)) / args.n
+            per = total(out) / args.n
             label = args.mode + (" + set-header rule" if args.rule else "") + (", every head new" if args.vary else "")
             print(f"{label}: {per:,.0f} instructions per request ({args.n} requests, {elapsed:.0f} s under valgrind)")
             for name, v in by_object(out, args.n):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -79,10 +78,8 @@ def instructions_per_request(out_file: Path, requests: int) -> str:
     """callgrind's total over the requests wrk completed, and the split by library (bench/instructions.py)."""
     import instructions  # bench/instructions.py, next to this file
 
-    m = re.search(r"^totals:\s*(\d+)", out_file.read_text(errors="replace"), re.M)
-    if m is None:
-        raise SystemExit(f"no totals in {out_file}")
-    lines = [f"{int(m.group(1)) / requests:,.0f} instructions per request ({requests} requests under callgrind)"]
+    lines = [f"{instructions.total(out_file) / requests:,.0f} instructions per request ({requests} requests under "
+             "callgrind)"]
     lines += [f"  {v:10,.0f}  {name}" for name, v in instructions.by_object(out_file, requests)]
     return "\n".join(lines)
 
@@ -104,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the proxy under callgrind, count instructions per request during the last run")
     ap.add_argument("--keep", type=Path, help="with --callgrind: copy callgrind's output file here")
     args = ap.parse_args(argv)
+    if args.callgrind:
+        bench.ensure_tools(["valgrind"])
 
     backend_ports = [args.backend_port + i for i in range(4)]
     bench.PORT_BASE["balancier"] = args.proxy_port_base

@@ -37,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BODY = "Hello from backend {n:02d}. This is a small static body used for load balancer benchmarking. 0123456789\n"
-DEBIAN_PACKAGES = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk"}
+DEBIAN_PACKAGES = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "valgrind": "valgrind"}
 
 # mode -> (listen section suffix, extra wrk arguments, description)
 MODES = {
